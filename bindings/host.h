@@ -1,0 +1,33 @@
+// defines: herd_open_libraries, herd_docall, herd_report, herd_install_interrupt,
+//          herd_interrupted, herd_repl_run, luaopen_herd_core, herd_lua_dir
+//
+// The host program's shared pieces: bindings/herd.c (main, argument handling), bindings/repl.c
+// (the interactive loop), bindings/lhost.c (calling Lua safely, Ctrl-C), bindings/lrunlog.c
+// (the `herd.core` module: run history, JSON, sha256).
+#ifndef HERD_HOST_H
+#define HERD_HOST_H
+
+#include <lua.h>
+
+// Opens the standard libraries and makes `require "herd"` work from any directory: the Lua
+// library directory (in-tree or installed) goes first on package.path and the C module
+// `herd.core` is preloaded.
+void herd_open_libraries(lua_State *L);
+// The directory holding lua/herd/*.lua for this herd binary (in-tree source or installed).
+const char *herd_lua_dir(void);
+
+// lua_pcall with a traceback message handler and Ctrl-C turned into the error "interrupted!".
+int herd_docall(lua_State *L, int narg, int nres);
+// Prints the error on top of the stack as "herd: <message>" to stderr when status != LUA_OK,
+// pops it, and returns status.
+int herd_report(lua_State *L, int status);
+// True once Ctrl-C (SIGINT) or SIGTERM interrupted the running code; cleared by the next call.
+int herd_interrupted(void);
+
+// The REPL: reads lines (libedit when stdin is a terminal), runs them, prints results.
+// Returns 0 at end of input.
+int herd_repl_run(lua_State *L);
+
+int luaopen_herd_core(lua_State *L);
+
+#endif
