@@ -182,7 +182,8 @@ static int run_script(lua_State *L, const options *opts) {
   int nargs = push_script_args(L);
   int status = herd_docall(L, nargs, 0);
   const char *message = status == LUA_OK ? NULL : lua_tostring(L, -1);
-  end_runs(L, status, message);
+  // With -i the runs stay open for the REPL session and end when it does.
+  if (status != LUA_OK || !opts->interactive) end_runs(L, status, message);
   if (status != LUA_OK) {
     herd_report(L, status);
     return herd_interrupted() ? EXIT_INTERRUPTED : 1;

@@ -34,7 +34,11 @@ typedef struct run_box {
   herd_run *run;
 } run_box;
 
-static int raise_herd_error(lua_State *L) { return luaL_error(L, "%s", herd_errmsg()); }
+// Runtime messages already name their file, run and field: no "script.lua:12:" prefix.
+static int raise_herd_error(lua_State *L) {
+  lua_pushstring(L, herd_errmsg());
+  return lua_error(L);
+}
 
 #define CHECK(L, call) \
   do {                 \

@@ -694,7 +694,7 @@ static int insert_param(herd_run *run, sqlite3_stmt *stmt, const char *key, json
 // Depth-first over the JSON value: leaves become params named by their dotted path.
 static int flatten_params(herd_run *run, sqlite3_stmt *stmt, const char *key, json_t *value) {
   size_t n = json_is_object(value) ? json_object_size(value) : json_is_array(value) ? json_array_size(value) : 0;
-  if (n == 0) return insert_param(run, stmt, key, value);
+  if (n == 0) return *key ? insert_param(run, stmt, key, value) : HERD_OK;  // {} config: none
   int status = HERD_OK;
   if (json_is_object(value)) {
     const char *child_key;

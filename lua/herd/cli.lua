@@ -90,7 +90,9 @@ local function format_duration(seconds)
   if seconds < 60 then return string.format("%.1fs", math.max(0, seconds)) end
   seconds = math.floor(seconds + 0.5)
   if seconds < 3600 then return string.format("%dm%02ds", seconds // 60, seconds % 60) end
-  if seconds < 86400 then return string.format("%dh%02dm", seconds // 3600, seconds % 3600 // 60) end
+  if seconds < 86400 then
+    return string.format("%dh%02dm", seconds // 3600, seconds % 3600 // 60)
+  end
   return string.format("%dd%02dh", seconds // 86400, seconds % 86400 // 3600)
 end
 
@@ -496,7 +498,8 @@ local function metrics_csv(columns, keys)
     local cells = { tostring(step) }
     for _, key in ipairs(keys) do
       local value = columns.values[key][step]
-      cells[#cells + 1] = value == nil and "" or value == "null" and "" or format_number(value, true)
+      local missing = value == nil or value == "null"
+      cells[#cells + 1] = missing and "" or format_number(value, true)
     end
     out(table.concat(cells, ","), "\n")
   end
@@ -596,7 +599,9 @@ local function differing_params(params_by_run)
 end
 
 local function compare(db, _, words)
-  if #words < 2 then usage_error("compare needs two or more run ids (herd runs compare ID ID...)") end
+  if #words < 2 then
+    usage_error("compare needs two or more run ids (herd runs compare ID ID...)")
+  end
   local runs, params_by_run, ids, metric_names = {}, {}, {}, {}
   for i, word in ipairs(words) do
     ids[i] = parse_run_id(word)
@@ -715,6 +720,8 @@ lua_literal = function(value, depth)
   if kind == "table" then return lua_table(value, depth) end
   if kind == "string" then return string.format("%q", value) end
   if kind == "boolean" then return tostring(value) end
+  -- "-9223372036854775808" would read back as a float: its digits overflow before the minus
+  if value == math.mininteger then return "(-9223372036854775807 - 1)" end
   if math.type(value) == "integer" then return string.format("%d", value) end
   if kind == "number" then return lua_float(value) end
   if value == core.null then return "herd.json.null" end
