@@ -40,7 +40,7 @@ typedef struct options {
   int script_index;    // argv index of the script
   int interactive;
   int record;
-  int has_code;        // some -e given
+  int has_code;  // some -e given
   int version;
 } options;
 
@@ -155,8 +155,10 @@ static int run_code(lua_State *L, const char *code) {
 
 static int run_e_options(lua_State *L, char **argv, int stop) {
   for (int i = 1; i < stop; i++) {
-    if (strcmp(argv[i], "--db") == 0) i++;
-    else if (strcmp(argv[i], "-e") == 0 && run_code(L, argv[++i]) != LUA_OK) return 1;
+    if (strcmp(argv[i], "--db") == 0)
+      i++;
+    else if (strcmp(argv[i], "-e") == 0 && run_code(L, argv[++i]) != LUA_OK)
+      return 1;
   }
   return 0;
 }

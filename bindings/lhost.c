@@ -74,7 +74,9 @@ static void on_interrupt(int signal_number) {
     lua_sethook(running_state, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
-int herd_interrupted(void) { return interrupt_seen; }
+int herd_interrupted(void) {
+  return interrupt_seen;
+}
 
 static int message_handler(lua_State *L) {
   const char *message = lua_tostring(L, 1);

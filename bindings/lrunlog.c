@@ -40,8 +40,8 @@ static int raise_herd_error(lua_State *L) {
   return lua_error(L);
 }
 
-#define CHECK(L, call) \
-  do {                 \
+#define CHECK(L, call)                           \
+  do {                                           \
     if ((call) != 0) return raise_herd_error(L); \
   } while (0)
 
@@ -94,8 +94,11 @@ static void append_text(lua_State *L, text_buffer *buffer, const char *text) {
 
 // Length of the UTF-8 sequence starting at s, 0 when it is malformed or cut short.
 static size_t utf8_sequence_length(const unsigned char *s, size_t left) {
-  size_t length = s[0] < 0x80 ? 1 : (s[0] & 0xe0) == 0xc0 ? 2 : (s[0] & 0xf0) == 0xe0 ? 3
-                : (s[0] & 0xf8) == 0xf0 ? 4 : 0;
+  size_t length = s[0] < 0x80             ? 1
+                  : (s[0] & 0xe0) == 0xc0 ? 2
+                  : (s[0] & 0xf0) == 0xe0 ? 3
+                  : (s[0] & 0xf8) == 0xf0 ? 4
+                                          : 0;
   if (length == 0 || length > left) return 0;
   for (size_t i = 1; i < length; i++)
     if ((s[i] & 0xc0) != 0x80) return 0;
@@ -217,9 +220,15 @@ static void encode_value(lua_State *L, text_buffer *buffer, int index, const cha
   if (depth > 64) luaL_error(L, "%s: nested too deeply (a cycle?)", path);
   luaL_checkstack(L, 6, "JSON nested too deeply");
   switch (lua_type(L, index)) {
-    case LUA_TNIL: append_text(L, buffer, "null"); break;
-    case LUA_TBOOLEAN: append_text(L, buffer, lua_toboolean(L, index) ? "true" : "false"); break;
-    case LUA_TNUMBER: append_json_number(L, buffer, index, path); break;
+    case LUA_TNIL:
+      append_text(L, buffer, "null");
+      break;
+    case LUA_TBOOLEAN:
+      append_text(L, buffer, lua_toboolean(L, index) ? "true" : "false");
+      break;
+    case LUA_TNUMBER:
+      append_json_number(L, buffer, index, path);
+      break;
     case LUA_TSTRING: {
       size_t len;
       const char *text = lua_tolstring(L, index, &len);
@@ -240,7 +249,8 @@ static void encode_value(lua_State *L, text_buffer *buffer, int index, const cha
         break;
       }
       /* fall through */
-    default: luaL_error(L, "%s: cannot store a %s", path, luaL_typename(L, index));
+    default:
+      luaL_error(L, "%s: cannot store a %s", path, luaL_typename(L, index));
   }
 }
 
@@ -265,12 +275,24 @@ static void json_to_lua(lua_State *L, json_t *value) {
       }
       break;
     }
-    case JSON_STRING: lua_pushlstring(L, json_string_value(value), json_string_length(value)); break;
-    case JSON_INTEGER: lua_pushinteger(L, (lua_Integer)json_integer_value(value)); break;
-    case JSON_REAL: lua_pushnumber(L, json_real_value(value)); break;
-    case JSON_TRUE: lua_pushboolean(L, 1); break;
-    case JSON_FALSE: lua_pushboolean(L, 0); break;
-    case JSON_NULL: lua_pushlightuserdata(L, NULL); break;  // core.null
+    case JSON_STRING:
+      lua_pushlstring(L, json_string_value(value), json_string_length(value));
+      break;
+    case JSON_INTEGER:
+      lua_pushinteger(L, (lua_Integer)json_integer_value(value));
+      break;
+    case JSON_REAL:
+      lua_pushnumber(L, json_real_value(value));
+      break;
+    case JSON_TRUE:
+      lua_pushboolean(L, 1);
+      break;
+    case JSON_FALSE:
+      lua_pushboolean(L, 0);
+      break;
+    case JSON_NULL:
+      lua_pushlightuserdata(L, NULL);
+      break;  // core.null
   }
 }
 
@@ -377,9 +399,15 @@ static int runlog_gc_runs(lua_State *L) {
 
 static void push_column(lua_State *L, sqlite3_stmt *stmt, int column) {
   switch (sqlite3_column_type(stmt, column)) {
-    case SQLITE_INTEGER: lua_pushinteger(L, sqlite3_column_int64(stmt, column)); break;
-    case SQLITE_FLOAT: lua_pushnumber(L, sqlite3_column_double(stmt, column)); break;
-    case SQLITE_NULL: lua_pushnil(L); break;
+    case SQLITE_INTEGER:
+      lua_pushinteger(L, sqlite3_column_int64(stmt, column));
+      break;
+    case SQLITE_FLOAT:
+      lua_pushnumber(L, sqlite3_column_double(stmt, column));
+      break;
+    case SQLITE_NULL:
+      lua_pushnil(L);
+      break;
     default:
       lua_pushlstring(L, (const char *)sqlite3_column_text(stmt, column),
                       (size_t)sqlite3_column_bytes(stmt, column));
@@ -388,8 +416,12 @@ static void push_column(lua_State *L, sqlite3_stmt *stmt, int column) {
 
 static void bind_argument(lua_State *L, sqlite3_stmt *stmt, int index, int arg) {
   switch (lua_type(L, arg)) {
-    case LUA_TNIL: sqlite3_bind_null(stmt, index); break;
-    case LUA_TBOOLEAN: sqlite3_bind_int(stmt, index, lua_toboolean(L, arg)); break;
+    case LUA_TNIL:
+      sqlite3_bind_null(stmt, index);
+      break;
+    case LUA_TBOOLEAN:
+      sqlite3_bind_int(stmt, index, lua_toboolean(L, arg));
+      break;
     case LUA_TNUMBER:
       if (lua_isinteger(L, arg))
         sqlite3_bind_int64(stmt, index, lua_tointeger(L, arg));
@@ -705,47 +737,44 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, l
 }
 
 int luaopen_herd_core(lua_State *L) {
-  static const luaL_Reg runlog_methods[] = {
-      {"start", runlog_start},
-      {"gc", runlog_gc_runs},
-      {"query", runlog_query},
-      {"path", runlog_path},
-      {"schema_version", runlog_schema_version},
-      {"set_heartbeat", runlog_set_heartbeat},
-      {"close", runlog_gc},
-      {NULL, NULL}};
-  static const luaL_Reg run_methods[] = {
-      {"id", run_id},
-      {"uuid", run_uuid},
-      {"is_open", run_is_open},
-      {"set_name", run_set_name},
-      {"set_parent", run_set_parent},
-      {"set_seed", run_set_seed},
-      {"set_script", run_set_script},
-      {"set_config", run_set_config},
-      {"add_tag", run_add_tag},
-      {"param", run_param},
-      {"log", run_log},
-      {"flush", run_flush},
-      {"pending", run_pending},
-      {"artifact", run_artifact},
-      {"finish", run_finish},
-      {"close", run_gc},
-      {NULL, NULL}};
-  static const luaL_Reg functions[] = {
-      {"runlog_open", core_runlog_open},
-      {"json_encode", core_json_encode},
-      {"json_decode", core_json_decode},
-      {"sha256", core_sha256},
-      {"sha256_file", core_sha256_file},
-      {"now", core_now},
-      {"sleep", core_sleep},
-      {"pid", core_pid},
-      {"hostname", core_hostname},
-      {"isatty", core_isatty},
-      {"interrupted", core_interrupted},
-      {"cuda_device_count", core_cuda_device_count},
-      {NULL, NULL}};
+  static const luaL_Reg runlog_methods[] = {{"start", runlog_start},
+                                            {"gc", runlog_gc_runs},
+                                            {"query", runlog_query},
+                                            {"path", runlog_path},
+                                            {"schema_version", runlog_schema_version},
+                                            {"set_heartbeat", runlog_set_heartbeat},
+                                            {"close", runlog_gc},
+                                            {NULL, NULL}};
+  static const luaL_Reg run_methods[] = {{"id", run_id},
+                                         {"uuid", run_uuid},
+                                         {"is_open", run_is_open},
+                                         {"set_name", run_set_name},
+                                         {"set_parent", run_set_parent},
+                                         {"set_seed", run_set_seed},
+                                         {"set_script", run_set_script},
+                                         {"set_config", run_set_config},
+                                         {"add_tag", run_add_tag},
+                                         {"param", run_param},
+                                         {"log", run_log},
+                                         {"flush", run_flush},
+                                         {"pending", run_pending},
+                                         {"artifact", run_artifact},
+                                         {"finish", run_finish},
+                                         {"close", run_gc},
+                                         {NULL, NULL}};
+  static const luaL_Reg functions[] = {{"runlog_open", core_runlog_open},
+                                       {"json_encode", core_json_encode},
+                                       {"json_decode", core_json_decode},
+                                       {"sha256", core_sha256},
+                                       {"sha256_file", core_sha256_file},
+                                       {"now", core_now},
+                                       {"sleep", core_sleep},
+                                       {"pid", core_pid},
+                                       {"hostname", core_hostname},
+                                       {"isatty", core_isatty},
+                                       {"interrupted", core_interrupted},
+                                       {"cuda_device_count", core_cuda_device_count},
+                                       {NULL, NULL}};
   new_class(L, RUNLOG_TYPE, runlog_methods, runlog_gc, runlog_tostring);
   new_class(L, RUN_TYPE, run_methods, run_gc, run_tostring);
   luaL_newlib(L, functions);

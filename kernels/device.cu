@@ -13,4 +13,6 @@ extern "C" int herd_cuda_device_count(void) {
   return count;
 }
 
-extern "C" int herd_cuda_runtime_version(void) { return CUDART_VERSION; }
+extern "C" int herd_cuda_runtime_version(void) {
+  return CUDART_VERSION;
+}

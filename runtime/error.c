@@ -5,7 +5,9 @@
 
 static _Thread_local char error_message[1024];
 
-const char *herd_errmsg(void) { return error_message; }
+const char *herd_errmsg(void) {
+  return error_message;
+}
 
 int herd_seterr(int code, const char *fmt, ...) {
   va_list ap;
@@ -15,4 +17,6 @@ int herd_seterr(int code, const char *fmt, ...) {
   return code;
 }
 
-void herd_clearerr(void) { error_message[0] = '\0'; }
+void herd_clearerr(void) {
+  error_message[0] = '\0';
+}

@@ -7,14 +7,14 @@
 
 enum herd_status {
   HERD_OK = 0,
-  HERD_EINVAL = -1,    // a bad argument: wrong type, shape, name or value
-  HERD_EIO = -2,       // the file system said no
-  HERD_ENOMEM = -3,    // an allocation failed
-  HERD_EDB = -4,       // SQLite reported an error
-  HERD_ENOTFOUND = -5, // the thing named does not exist
-  HERD_ECORRUPT = -6,  // a file exists but is not what it should be
-  HERD_EBUSY = -7,     // another process holds a lock for too long
-  HERD_ESTATE = -8,    // the object is in the wrong state for this call (e.g. run finished)
+  HERD_EINVAL = -1,     // a bad argument: wrong type, shape, name or value
+  HERD_EIO = -2,        // the file system said no
+  HERD_ENOMEM = -3,     // an allocation failed
+  HERD_EDB = -4,        // SQLite reported an error
+  HERD_ENOTFOUND = -5,  // the thing named does not exist
+  HERD_ECORRUPT = -6,   // a file exists but is not what it should be
+  HERD_EBUSY = -7,      // another process holds a lock for too long
+  HERD_ESTATE = -8,     // the object is in the wrong state for this call (e.g. run finished)
 };
 
 // The message of the last failure on this thread ("" when none).

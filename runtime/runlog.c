@@ -15,15 +15,16 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "runlog_schema.h"
 #include "sha256.h"
 
 enum {
-  BUSY_TIMEOUT_MS = 30000,      // a writer waits this long for another process's batch
-  FLUSH_POINTS = 8192,          // a full buffer is written at once
+  BUSY_TIMEOUT_MS = 30000,  // a writer waits this long for another process's batch
+  FLUSH_POINTS = 8192,      // a full buffer is written at once
 };
-static const double FLUSH_SECONDS = 1.0;          // buffered points are at most this old
-static const double DEFAULT_HEARTBEAT_S = 15.0;   // alive runs touch heartbeat_at this often
-static const double STALE_HEARTBEAT_S = 300.0;    // runs on other hosts are dead after this
+static const double FLUSH_SECONDS = 1.0;         // buffered points are at most this old
+static const double DEFAULT_HEARTBEAT_S = 15.0;  // alive runs touch heartbeat_at this often
+static const double STALE_HEARTBEAT_S = 300.0;   // runs on other hosts are dead after this
 
 typedef struct metric_point {
   char *key;
@@ -64,16 +65,21 @@ static double now_seconds(void) {
 static int sqlite_status(int rc) {
   switch (rc & 0xff) {
     case SQLITE_BUSY:
-    case SQLITE_LOCKED: return HERD_EBUSY;
+    case SQLITE_LOCKED:
+      return HERD_EBUSY;
     case SQLITE_NOTADB:
-    case SQLITE_CORRUPT: return HERD_ECORRUPT;
-    case SQLITE_NOMEM: return HERD_ENOMEM;
+    case SQLITE_CORRUPT:
+      return HERD_ECORRUPT;
+    case SQLITE_NOMEM:
+      return HERD_ENOMEM;
     case SQLITE_CANTOPEN:
     case SQLITE_IOERR:
     case SQLITE_FULL:
     case SQLITE_READONLY:
-    case SQLITE_PERM: return HERD_EIO;
-    default: return HERD_EDB;
+    case SQLITE_PERM:
+      return HERD_EIO;
+    default:
+      return HERD_EDB;
   }
 }
 
@@ -122,83 +128,7 @@ static void bind_text_or_null(sqlite3_stmt *stmt, int index, const char *text) {
 
 // ---------------------------------------------------------------- schema and migrations
 
-// Migration N brings user_version from N-1 to N. Append, never edit a released migration.
-static const char *const migrations[] = {
-    // 1: the first schema
-    "CREATE TABLE runs(\n"
-    "  id            INTEGER PRIMARY KEY,\n"
-    "  uuid          TEXT NOT NULL UNIQUE,\n"
-    "  name          TEXT NOT NULL CHECK(name <> ''),\n"
-    "  parent_id     INTEGER REFERENCES runs(id),\n"
-    "  status        TEXT NOT NULL DEFAULT 'running'\n"
-    "                CHECK(status IN ('running','finished','failed','killed','crashed')),\n"
-    "  started_at    REAL NOT NULL,\n"
-    "  ended_at      REAL,\n"
-    "  heartbeat_at  REAL NOT NULL,\n"
-    "  pid           INTEGER NOT NULL,\n"
-    "  pid_start     INTEGER,\n"
-    "  host          TEXT NOT NULL,\n"
-    "  script        TEXT,\n"
-    "  script_sha256 TEXT,\n"
-    "  args_json     TEXT CHECK(args_json IS NULL OR json_valid(args_json)),\n"
-    "  git_rev       TEXT,\n"
-    "  git_dirty     INTEGER CHECK(git_dirty IN (0, 1)),\n"
-    "  seed          INTEGER,\n"
-    "  config_json   TEXT CHECK(config_json IS NULL OR json_valid(config_json)),\n"
-    "  error         TEXT\n"
-    ");\n"
-    "CREATE INDEX runs_by_status ON runs(status);\n"
-    "CREATE INDEX runs_by_name ON runs(name);\n"
-    "CREATE INDEX runs_by_parent ON runs(parent_id);\n"
-    "CREATE TABLE tags(\n"
-    "  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
-    "  tag    TEXT NOT NULL CHECK(tag <> ''),\n"
-    "  PRIMARY KEY(run_id, tag)\n"
-    ") WITHOUT ROWID;\n"
-    "CREATE INDEX tags_by_tag ON tags(tag);\n"
-    "CREATE TABLE params(\n"
-    "  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
-    "  key    TEXT NOT NULL CHECK(key <> ''),\n"
-    "  value,\n"
-    "  PRIMARY KEY(run_id, key)\n"
-    ") WITHOUT ROWID;\n"
-    "CREATE TABLE metrics(\n"
-    "  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
-    "  key    TEXT NOT NULL CHECK(key <> ''),\n"
-    "  step   INTEGER NOT NULL,\n"
-    "  value  REAL CHECK(value IS NULL OR typeof(value) = 'real' OR value = 'NaN'),\n"
-    "  time   REAL NOT NULL\n"
-    ");\n"
-    "CREATE INDEX metrics_by_run_key_step ON metrics(run_id, key, step);\n"
-    "CREATE TABLE artifacts(\n"
-    "  run_id     INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
-    "  name       TEXT NOT NULL CHECK(name <> ''),\n"
-    "  kind       TEXT NOT NULL,\n"
-    "  path       TEXT NOT NULL,\n"
-    "  sha256     TEXT NOT NULL CHECK(length(sha256) = 64),\n"
-    "  bytes      INTEGER NOT NULL CHECK(bytes >= 0),\n"
-    "  created_at REAL NOT NULL,\n"
-    "  PRIMARY KEY(run_id, name)\n"
-    ") WITHOUT ROWID;\n"
-    "CREATE TABLE samples(\n"
-    "  run_id         INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
-    "  iteration      INTEGER NOT NULL,\n"
-    "  prompt_id      TEXT NOT NULL,\n"
-    "  k              INTEGER NOT NULL,\n"
-    "  text           TEXT NOT NULL,\n"
-    "  reward_helpful REAL,\n"
-    "  reward_safety  REAL,\n"
-    "  selected       INTEGER NOT NULL DEFAULT 0 CHECK(selected IN (0, 1))\n"
-    ");\n"
-    "CREATE INDEX samples_by_run ON samples(run_id, iteration, prompt_id, k);\n"
-    "CREATE VIEW run_summary AS\n"
-    "  SELECT id, name, status,\n"
-    "         datetime(started_at, 'unixepoch') AS started,\n"
-    "         round(coalesce(ended_at, heartbeat_at) - started_at, 1) AS seconds,\n"
-    "         parent_id, script, args_json, git_rev, seed, error\n"
-    "  FROM runs;\n",
-};
-static const int n_migrations = (int)(sizeof migrations / sizeof migrations[0]);
+static const int n_migrations = HERD_RUNLOG_SCHEMA_VERSION;
 
 static int read_user_version(herd_runlog *db, int *version) {
   sqlite3_stmt *stmt;
@@ -224,7 +154,7 @@ static int migrate(herd_runlog *db) {
   if ((status = begin_write(db, db->conn))) return status;
   status = read_user_version(db, &version);  // another process may have migrated meanwhile
   for (int v = version; status == HERD_OK && v < n_migrations; v++) {
-    status = exec_sql(db, db->conn, migrations[v], "cannot migrate the schema");
+    status = exec_sql(db, db->conn, herd_runlog_migrations[v], "cannot migrate the schema");
     if (status == HERD_OK) {
       char pragma[64];
       snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
@@ -311,8 +241,12 @@ void herd_runlog_close(herd_runlog *db) {
   free(db);
 }
 
-const char *herd_runlog_path(const herd_runlog *db) { return db->path; }
-struct sqlite3 *herd_runlog_sqlite(herd_runlog *db) { return db->conn; }
+const char *herd_runlog_path(const herd_runlog *db) {
+  return db->path;
+}
+struct sqlite3 *herd_runlog_sqlite(herd_runlog *db) {
+  return db->conn;
+}
 
 int herd_runlog_schema_version(herd_runlog *db, int *version) {
   return read_user_version(db, version);
@@ -334,8 +268,9 @@ static int64_t process_start_ticks(pid_t pid) {
   if (!after_name) return 0;
   long long ticks = 0;
   // fields 3..21 are skipped; field 22 is starttime
-  if (sscanf(after_name + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
-                             "%*d %*d %lld",
+  if (sscanf(after_name + 2,
+             "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
+             "%*d %*d %lld",
              &ticks) != 1)
     return 0;
   return ticks;
@@ -522,11 +457,12 @@ static void make_uuid(char out[37]) {
 
 static int insert_run(herd_runlog *db, const herd_run_info *info, herd_run *run) {
   sqlite3_stmt *stmt;
-  int status = prepare(db, db->conn,
-                       "INSERT INTO runs(uuid, name, parent_id, status, started_at, heartbeat_at,"
-                       " pid, pid_start, host, script, script_sha256, git_rev, git_dirty, seed, args_json)"
-                       " VALUES(?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       &stmt);
+  int status =
+      prepare(db, db->conn,
+              "INSERT INTO runs(uuid, name, parent_id, status, started_at, heartbeat_at,"
+              " pid, pid_start, host, script, script_sha256, git_rev, git_dirty, seed, args_json)"
+              " VALUES(?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+              &stmt);
   if (status) return status;
   double now = now_seconds();
   sqlite3_bind_text(stmt, 1, run->uuid, -1, SQLITE_STATIC);
@@ -587,9 +523,15 @@ int herd_run_start(herd_runlog *db, const herd_run_info *info, herd_run **out) {
   return HERD_OK;
 }
 
-int64_t herd_run_id(const herd_run *run) { return run->id; }
-const char *herd_run_uuid(const herd_run *run) { return run->uuid; }
-int herd_run_is_open(const herd_run *run) { return run->open; }
+int64_t herd_run_id(const herd_run *run) {
+  return run->id;
+}
+const char *herd_run_uuid(const herd_run *run) {
+  return run->uuid;
+}
+int herd_run_is_open(const herd_run *run) {
+  return run->open;
+}
 
 static int require_open(const herd_run *run) {
   if (run->open) return HERD_OK;
@@ -679,21 +621,39 @@ static int insert_param(herd_run *run, sqlite3_stmt *stmt, const char *key, json
   sqlite3_bind_int64(stmt, 1, run->id);
   sqlite3_bind_text(stmt, 2, key, -1, SQLITE_TRANSIENT);
   switch (json_typeof(value)) {
-    case JSON_STRING: sqlite3_bind_text(stmt, 3, json_string_value(value), -1, SQLITE_TRANSIENT); break;
-    case JSON_INTEGER: sqlite3_bind_int64(stmt, 3, json_integer_value(value)); break;
-    case JSON_REAL: sqlite3_bind_double(stmt, 3, json_real_value(value)); break;
-    case JSON_TRUE: sqlite3_bind_text(stmt, 3, "true", -1, SQLITE_STATIC); break;
-    case JSON_FALSE: sqlite3_bind_text(stmt, 3, "false", -1, SQLITE_STATIC); break;
-    case JSON_OBJECT: sqlite3_bind_text(stmt, 3, "{}", -1, SQLITE_STATIC); break;
-    case JSON_ARRAY: sqlite3_bind_text(stmt, 3, "[]", -1, SQLITE_STATIC); break;
-    case JSON_NULL: sqlite3_bind_null(stmt, 3); break;
+    case JSON_STRING:
+      sqlite3_bind_text(stmt, 3, json_string_value(value), -1, SQLITE_TRANSIENT);
+      break;
+    case JSON_INTEGER:
+      sqlite3_bind_int64(stmt, 3, json_integer_value(value));
+      break;
+    case JSON_REAL:
+      sqlite3_bind_double(stmt, 3, json_real_value(value));
+      break;
+    case JSON_TRUE:
+      sqlite3_bind_text(stmt, 3, "true", -1, SQLITE_STATIC);
+      break;
+    case JSON_FALSE:
+      sqlite3_bind_text(stmt, 3, "false", -1, SQLITE_STATIC);
+      break;
+    case JSON_OBJECT:
+      sqlite3_bind_text(stmt, 3, "{}", -1, SQLITE_STATIC);
+      break;
+    case JSON_ARRAY:
+      sqlite3_bind_text(stmt, 3, "[]", -1, SQLITE_STATIC);
+      break;
+    case JSON_NULL:
+      sqlite3_bind_null(stmt, 3);
+      break;
   }
   return step_done(run->db, run->db->conn, stmt, "cannot record a param");
 }
 
 // Depth-first over the JSON value: leaves become params named by their dotted path.
 static int flatten_params(herd_run *run, sqlite3_stmt *stmt, const char *key, json_t *value) {
-  size_t n = json_is_object(value) ? json_object_size(value) : json_is_array(value) ? json_array_size(value) : 0;
+  size_t n = json_is_object(value)  ? json_object_size(value)
+             : json_is_array(value) ? json_array_size(value)
+                                    : 0;
   if (n == 0) return *key ? insert_param(run, stmt, key, value) : HERD_OK;  // {} config: none
   int status = HERD_OK;
   if (json_is_object(value)) {
@@ -724,8 +684,8 @@ static int write_params(herd_run *run, const char *key, json_t *value, const cha
   int status = begin_write(db, db->conn);
   if (status) return status;
   sqlite3_stmt *stmt;
-  if (config_json && !(status = prepare(db, db->conn,
-                                        "UPDATE runs SET config_json = ? WHERE id = ?", &stmt))) {
+  if (config_json &&
+      !(status = prepare(db, db->conn, "UPDATE runs SET config_json = ? WHERE id = ?", &stmt))) {
     sqlite3_bind_text(stmt, 1, config_json, -1, SQLITE_STATIC);
     sqlite3_bind_int64(stmt, 2, run->id);
     status = step_done(db, db->conn, stmt, "cannot record the config");
@@ -787,9 +747,9 @@ static void free_points(herd_run *run, int n) {
 static int insert_points(herd_run *run) {
   herd_runlog *db = run->db;
   sqlite3_stmt *stmt;
-  int status = prepare(db, db->conn,
-                       "INSERT INTO metrics(run_id, key, step, value, time) VALUES(?, ?, ?, ?, ?)",
-                       &stmt);
+  int status =
+      prepare(db, db->conn,
+              "INSERT INTO metrics(run_id, key, step, value, time) VALUES(?, ?, ?, ?, ?)", &stmt);
   for (int i = 0; !status && i < run->pending; i++) {
     const metric_point *point = &run->points[i];
     sqlite3_reset(stmt);
@@ -830,7 +790,9 @@ int herd_run_flush(herd_run *run) {
   return HERD_OK;
 }
 
-int herd_run_pending(const herd_run *run) { return run->pending; }
+int herd_run_pending(const herd_run *run) {
+  return run->pending;
+}
 
 int herd_run_log(herd_run *run, const char *key, int64_t step, double value) {
   int status = require_open(run);

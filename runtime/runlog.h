@@ -2,9 +2,9 @@
 //          herd_runlog_open, herd_runlog_close, herd_runlog_path, herd_runlog_sqlite,
 //          herd_runlog_gc, herd_runlog_schema_version, herd_runlog_set_heartbeat,
 //          herd_run_start, herd_run_id, herd_run_uuid, herd_run_is_open,
-//          herd_run_set_name, herd_run_set_parent, herd_run_set_seed, herd_run_set_script, herd_run_set_config,
-//          herd_run_add_tag, herd_run_param, herd_run_log, herd_run_flush, herd_run_pending,
-//          herd_run_artifact, herd_run_finish, herd_run_free
+//          herd_run_set_name, herd_run_set_parent, herd_run_set_seed, herd_run_set_script,
+//          herd_run_set_config, herd_run_add_tag, herd_run_param, herd_run_log, herd_run_flush,
+//          herd_run_pending, herd_run_artifact, herd_run_finish, herd_run_free
 //
 // The run history: one SQLite database (schema in doc/runs.md) that every experiment writes its
 // runs, params, metrics and artifacts into. Several processes may write one database at once
@@ -69,8 +69,7 @@ int herd_run_set_name(herd_run *run, const char *name);
 int herd_run_set_parent(herd_run *run, int64_t parent_id);
 int herd_run_set_seed(herd_run *run, int64_t seed);
 // Replaces the recorded script (a recipe that reruns another script records that script).
-int herd_run_set_script(herd_run *run, const char *path, const char *sha256,
-                        const char *args_json);
+int herd_run_set_script(herd_run *run, const char *path, const char *sha256, const char *args_json);
 // Stores `json` (an object, kept as written) as the run's config and its flattened leaves as
 // params
 // ('ppo.beta' = 0.01; array items as 'layers.1', 'layers.2', ...).

@@ -205,8 +205,13 @@ Test(runlog, read_only_file_is_refused_untouched) {
 
 Test(runlog, run_lifecycle) {
   herd_runlog *db = open_db();
-  herd_run_info info = {.name = "sft", .script = "experiments/sft.lua", .script_sha256 = "ab",
-                        .git_rev = "deadbeef", .git_dirty = 1, .has_seed = 1, .seed = 7,
+  herd_run_info info = {.name = "sft",
+                        .script = "experiments/sft.lua",
+                        .script_sha256 = "ab",
+                        .git_rev = "deadbeef",
+                        .git_dirty = 1,
+                        .has_seed = 1,
+                        .seed = 7,
                         .args_json = "[\"--fast\"]"};
   herd_run *run = NULL;
   cr_assert_eq(herd_run_start(db, &info, &run), HERD_OK, "%s", herd_errmsg());
@@ -218,12 +223,13 @@ Test(runlog, run_lifecycle) {
   query_text("SELECT status FROM runs WHERE id = 1", text, sizeof text);
   cr_assert_str_eq(text, "running");
   cr_assert_eq(herd_run_finish(run, HERD_RUN_FINISHED, NULL), HERD_OK, "%s", herd_errmsg());
-  query_text("SELECT name || ' ' || status || ' ' || script || ' ' || git_rev || ' ' || git_dirty"
-             " || ' ' || seed || ' ' || pid || ' ' || args_json FROM runs",
-             text, sizeof text);
+  query_text(
+      "SELECT name || ' ' || status || ' ' || script || ' ' || git_rev || ' ' || git_dirty"
+      " || ' ' || seed || ' ' || pid || ' ' || args_json FROM runs",
+      text, sizeof text);
   char expected[256];
-  snprintf(expected, sizeof expected, "sft-2 finished experiments/sft.lua deadbeef 1 7 %d [\"--fast\"]",
-           (int)getpid());
+  snprintf(expected, sizeof expected,
+           "sft-2 finished experiments/sft.lua deadbeef 1 7 %d [\"--fast\"]", (int)getpid());
   cr_assert_str_eq(text, expected);
   cr_assert_eq(query_int("SELECT ended_at >= started_at FROM runs"), 1);
   cr_assert_eq(query_int("SELECT count(*) FROM tags WHERE tag = 'baseline'"), 1);
@@ -261,9 +267,10 @@ Test(runlog, config_is_flattened_into_params) {
       "\"ppo\":{\"beta\":0.01,\"clip\":0.2}}";
   herd_run *run = start_run(db, "ppo", config);
   char text[256];
-  query_text("SELECT group_concat(key || '=' || quote(value), ' ') FROM"
-             " (SELECT key, value FROM params ORDER BY key)",
-             text, sizeof text);
+  query_text(
+      "SELECT group_concat(key || '=' || quote(value), ' ') FROM"
+      " (SELECT key, value FROM params ORDER BY key)",
+      text, sizeof text);
   cr_assert_str_eq(text,
                    "empty='{}' gatt='true' layers.1=4 layers.2=8 name='a b' none=NULL"
                    " ppo.beta=0.01 ppo.clip=0.2");
@@ -291,9 +298,10 @@ Test(runlog, metrics_keep_nan_apart_from_null) {
   cr_assert_eq(herd_run_flush(run), HERD_OK, "%s", herd_errmsg());
   cr_assert_eq(herd_run_pending(run), 0);
   char text[128];
-  query_text("SELECT group_concat(typeof(value) || ':' || value, ' ') FROM"
-             " (SELECT value FROM metrics ORDER BY step)",
-             text, sizeof text);
+  query_text(
+      "SELECT group_concat(typeof(value) || ':' || value, ' ') FROM"
+      " (SELECT value FROM metrics ORDER BY step)",
+      text, sizeof text);
   cr_assert_str_eq(text, "real:0.5 text:NaN real:Inf real:-Inf");
   cr_assert_eq(query_int("SELECT count(*) FROM metrics WHERE value IS NULL"), 0);
   herd_run_free(run);
@@ -421,8 +429,9 @@ Test(runlog, stale_heartbeat_on_another_host_is_crashed) {
   cr_assert_eq(herd_runlog_gc(db, &marked), HERD_OK, "%s", herd_errmsg());
   cr_assert_eq(marked, 1);
   char text[128];
-  query_text("SELECT group_concat(name || ':' || status, ' ') FROM (SELECT * FROM runs ORDER BY id)",
-             text, sizeof text);
+  query_text(
+      "SELECT group_concat(name || ':' || status, ' ') FROM (SELECT * FROM runs ORDER BY id)", text,
+      sizeof text);
   cr_assert_str_eq(text, "alive:running far-stale:crashed far-fresh:running");
   herd_run_free(alive);
   herd_runlog_close(db);

@@ -33,6 +33,23 @@ local function sha256_hex(text)
   return core.sha256(text)
 end
 
+-- Starts a run in another process that exits without finishing it: the run stays 'running'
+-- with a dead pid, as after a crash.
+local CRASH_SCRIPT = [[
+local core = require "herd.core"
+local db = core.runlog_open(arg[1], true)
+local run = db:start { name = arg[2] }
+run:log(1, "loss", 3.5)
+run:flush()
+os.exit(0, false)
+]]
+
+local function start_and_die(path, name)
+  util.write(dir .. "/crash.lua", CRASH_SCRIPT)
+  local code, _, stderr = util.run(dir, "--no-record crash.lua " .. q(path) .. " " .. q(name))
+  assert(code == 0, "crash.lua failed: " .. tostring(stderr))
+end
+
 local function build_history(path)
   local db = core.runlog_open(path, true)
   local sft = db:start { name = "sft-base", script = "experiments/sft.lua",
@@ -55,6 +72,8 @@ local function build_history(path)
   local bare = db:start { name = "rm-small" }
   bare:add_tag("cpu")
   bare:finish("killed")
+  start_and_die(path, "sweep")
+  assert(db:gc() == 1, "the run of the dead process is marked crashed")
   local info = { sft_uuid = sft:uuid(), sft_config = db:query("SELECT config_json FROM runs"
     .. " WHERE id = 1")[1].config_json }
   db:close()
@@ -120,22 +139,24 @@ t.test("ls lists runs newest first with aligned columns", function()
   local code, stdout, stderr = runs("ls")
   t.eq(code, 0, stderr)
   local lines = util.lines(stdout)
-  t.eq(#lines, 4)
+  t.eq(#lines, 5)
   t.eq(table.concat(cells(lines[1]), "|"), "id|name|status|started|duration|tags|metrics")
   local ids = {}
-  for i = 2, 4 do ids[#ids + 1] = lines[i]:match("^%s*(%d+)") end
-  t.eq(table.concat(ids, ","), "3,2,1")
+  for i = 2, 5 do ids[#ids + 1] = lines[i]:match("^%s*(%d+)") end
+  t.eq(table.concat(ids, ","), "4,3,2,1")
   local status_column = lines[1]:find("status")
-  for i = 2, 4 do
+  for i = 2, 5 do
     t.match(lines[i]:sub(status_column), "^%a+ ", "status column aligned")
     t.match(lines[i], "%d%d%d%d%-%d%d%-%d%d %d%d:%d%d", "local start time")
   end
-  t.match(lines[2], "rm%-small%s+killed")
-  t.match(lines[3], "rm%-margin%s+failed")
-  t.match(lines[4], "sft%-base%s+finished")
-  t.match(lines[4], "baseline,cpu")
-  t.match(lines[4], "acc=1 loss=nan")
-  t.match(lines[3], "loss=0%.1")
+  t.match(lines[2], "sweep%s+crashed")
+  t.match(lines[3], "rm%-small%s+killed")
+  t.match(lines[4], "rm%-margin%s+failed")
+  t.match(lines[5], "sft%-base%s+finished")
+  t.match(lines[5], "baseline,cpu")
+  t.match(lines[5], "acc=1 loss=nan")
+  t.match(lines[4], "loss=0%.1")
+  t.match(lines[2], "loss=3%.5")
 end)
 
 t.test("ls filters by name, status, tag and limit", function()
@@ -152,12 +173,13 @@ t.test("ls filters by name, status, tag and limit", function()
   t.eq(ids("--status failed"), "2")
   t.eq(ids("--tag cpu"), "3,1")
   t.eq(ids("--tag cpu --name " .. q("rm*")), "3")
-  t.eq(ids("--limit 2"), "3,2")
-  t.eq(ids("--limit=1"), "3")
-  t.eq(ids("--limit 0"), "3,2,1")
+  t.eq(ids("--status crashed"), "4")
+  t.eq(ids("--limit 2"), "4,3")
+  t.eq(ids("--limit=1"), "4")
+  t.eq(ids("--limit 0"), "4,3,2,1")
   local _, stdout = runs("ls --limit 1")
-  t.match(stdout, "%(1 of 3 runs")
-  _, stdout = runs("ls --status crashed")
+  t.match(stdout, "%(1 of 4 runs")
+  _, stdout = runs("ls --status running")
   t.eq(stdout, "no runs match\n")
 end)
 
@@ -175,12 +197,12 @@ t.test("--db PATH works before or after the command, runs.db is the default", fu
     "runs ls --db=" .. q(db_path) }) do
     local code, stdout, stderr = util.run(other, args, {})
     t.eq(code, 0, stderr)
-    t.eq(#util.lines(stdout), 4, args)
+    t.eq(#util.lines(stdout), 5, args)
   end
   if os.getenv("HERD_DB") then return end  -- the default is only the default without HERD_DB
   local code, stdout = util.run(dir, "runs ls", {})
   t.eq(code, 0)
-  t.eq(#util.lines(stdout), 4)
+  t.eq(#util.lines(stdout), 5)
 end)
 
 -- ---------------------------------------------------------------- show
@@ -414,16 +436,21 @@ t.test("gc marks a run whose process died as crashed", function()
   local gc_path = dir .. "/gc.db"
   local db = core.runlog_open(gc_path, true)
   local alive = db:start { name = "alive" }
-  local dead = db:start { name = "dead" }
+  start_and_die(gc_path, "dead")
+  local dead = db:query("SELECT id, pid FROM runs WHERE name = 'dead'")[1]
+  -- and one whose pid was never a process: pid + start time identify a process
+  local other = db:start { name = "other" }
   local shell = io.popen("sh -c 'echo $$'")
   local dead_pid = math.tointeger(tonumber(shell:read("l")))
   shell:close()
-  db:query("UPDATE runs SET pid = ? WHERE id = ?", dead_pid, dead:id())
+  db:query("UPDATE runs SET pid = ? WHERE id = ?", dead_pid, other:id())
   local env = { HERD_DB = gc_path }
   local code, stdout, stderr = runs("gc", env)
   t.eq(code, 0, stderr)
-  t.eq(stdout, "marked 1 run crashed\n")
-  local _, shown = runs("show " .. dead:id(), env)
+  t.eq(stdout, "marked 2 runs crashed\n")
+  local _, shown = runs("show " .. dead.id, env)
+  t.match(shown, "\n  status +crashed: process " .. dead.pid .. " on %S+ stopped")
+  _, shown = runs("show " .. other:id(), env)
   t.match(shown, "\n  status +crashed: process " .. dead_pid .. " on %S+ stopped")
   _, shown = runs("show " .. alive:id(), env)
   t.match(shown, "\n  status +running\n")
@@ -431,6 +458,7 @@ t.test("gc marks a run whose process died as crashed", function()
   t.eq(code, 0)
   t.eq(stdout, "marked 0 runs crashed\n")
   alive:finish("finished")
+  other:finish("failed")  -- after the checks: its handle is still open in this process
   db:close()
 end)
 
