@@ -217,6 +217,8 @@ static int run_main(lua_State *L, int argc, char **argv) {
   if (argc >= 2 && strcmp(argv[1], "runs") == 0) return run_runs_command(L, argc, argv, 2);
   options opts;
   if (parse_options(argc, argv, &opts) != 0) return EXIT_USAGE;
+  if (opts.script && strcmp(opts.script, "runs") == 0)  // herd --db x.db runs ls
+    return run_runs_command(L, argc, argv, opts.script_index + 1);
   if (opts.version) {
     print_version(L);
     if (!opts.script && !opts.has_code && !opts.interactive) return 0;

@@ -5,6 +5,7 @@
 #include <editline/readline.h>
 #include <errno.h>
 #include <lauxlib.h>
+#include <locale.h>
 #include <lua.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <sys/select.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include "host.h"
 
@@ -31,6 +33,7 @@ typedef struct repl {
   char *history;     // $HOME/.herd_history; NULL without HOME
   char *line;        // getline's buffer for plain reading
   size_t line_size;
+  char *locale;      // LC_CTYPE before editing began, restored after
 } repl;
 
 // The registry slot holding require("herd.repl") (nil when it failed to load).
@@ -45,18 +48,14 @@ static void on_prompt_interrupt(int signal_number) {
   prompt_interrupted = 1;
 }
 
-// libedit's key reader (rl_getc_function). libedit's own reader retries a read() that a signal
-// interrupted, so Ctrl-C at the prompt would do nothing, or with libedit's signal handling on,
-// end herd and lose the history. This one answers Ctrl-C with a newline that ends the line;
-// edit_line() then discards it. SIGINT stays blocked except inside pselect, so a Ctrl-C between
-// the flag test and the wait cannot be missed.
-static int read_key(FILE *in) {
-  int fd = fileno(in);
+// One byte of input, or EOF; '\n' once Ctrl-C was pressed. SIGINT stays blocked except inside
+// pselect, so a Ctrl-C between the flag test and the wait cannot be missed.
+static int read_byte(int fd) {
   sigset_t interrupt, unblocked;
   sigemptyset(&interrupt);
   sigaddset(&interrupt, SIGINT);
   sigprocmask(SIG_BLOCK, &interrupt, &unblocked);
-  int key = EOF;
+  int byte = EOF;
   while (!prompt_interrupted) {
     fd_set readable;
     FD_ZERO(&readable);
@@ -67,12 +66,32 @@ static int read_key(FILE *in) {
     }
     unsigned char c;
     ssize_t n = read(fd, &c, 1);
-    if (n == 1) key = c;
+    if (n == 1) byte = c;
     if (n == 1 || n == 0 || errno != EINTR) break;
   }
-  if (prompt_interrupted) key = '\n';
+  if (prompt_interrupted) byte = '\n';
   sigprocmask(SIG_SETMASK, &unblocked, NULL);
-  return key;
+  return byte;
+}
+
+// libedit's key reader (rl_getc_function). libedit's own reader retries a read() that a signal
+// interrupted, so Ctrl-C at the prompt would do nothing, or with libedit's signal handling on,
+// end herd and lose the history. This one answers Ctrl-C with a newline that ends the line;
+// edit_line() then discards it. libedit takes the result as one wide character, so a
+// multibyte character (UTF-8) is decoded here.
+static int read_key(FILE *in) {
+  mbstate_t state;
+  memset(&state, 0, sizeof state);
+  for (;;) {
+    int byte = read_byte(fileno(in));
+    if (byte == EOF || prompt_interrupted) return byte;
+    char c = (char)byte;
+    wchar_t key;
+    size_t used = mbrtowc(&key, &c, 1, &state);
+    if (used == (size_t)-2) continue;            // more bytes to come
+    if (used == (size_t)-1) return byte;         // not valid in this character set: the byte
+    return used == 0 ? 0 : (int)key;
+  }
 }
 
 // ---------------------------------------------------------------- completion
@@ -106,9 +125,9 @@ static char **matches_from(lua_State *L) {
   size_t common = 0;
   for (size_t i = 1; i <= n; i++) {
     lua_rawgeti(L, -1, (lua_Integer)i);
-    size_t len;
-    const char *candidate = lua_tolstring(L, -1, &len);
-    if (!candidate) candidate = "", len = 0;
+    size_t len = 0;
+    // Only strings: converting a number could raise a memory error outside any pcall.
+    const char *candidate = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : "";
     if (i == 1) common = len;
     while (common > 0 && strncmp(candidate, matches[1] ? matches[1] : candidate, common) != 0)
       common--;
@@ -151,7 +170,20 @@ static char **complete_word(const char *text, int start, int end) {
 
 // ---------------------------------------------------------------- line editing and history
 
+// libedit decodes keys in the locale's character set. herd sets no locale, and in the "C"
+// locale UTF-8 text typed at the prompt would come out garbled: editing uses the
+// environment's LC_CTYPE, or C.UTF-8 when that is plain "C" (as Python does, PEP 538). Only the
+// character classification changes; Lua's lexer and number formatting do not depend on it.
+static void use_character_set(repl *r) {
+  const char *current = setlocale(LC_CTYPE, NULL);
+  r->locale = current ? strdup(current) : NULL;
+  const char *chosen = setlocale(LC_CTYPE, "");
+  if (!chosen || strcmp(chosen, "C") == 0 || strcmp(chosen, "POSIX") == 0)
+    setlocale(LC_CTYPE, "C.UTF-8");
+}
+
 static void start_editing(repl *r) {
+  use_character_set(r);
   rl_readline_name = "herd";  // for `$if herd` sections of ~/.editrc
   rl_getc_function = read_key;
   rl_catch_signals = 0;  // SIGINT is ours (read_key, herd_docall)
@@ -180,6 +212,9 @@ static void stop_editing(repl *r) {
   r->history = NULL;
   clear_history();
   completion_state = NULL;
+  if (r->locale) setlocale(LC_CTYPE, r->locale);
+  free(r->locale);
+  r->locale = NULL;
 }
 
 static int is_blank(const char *text) {
@@ -219,7 +254,10 @@ static enum read_result push_line(repl *r, const char *prompt) {
     free(line);
     return READ_OK;
   }
-  if (r->prompts) fputs(prompt, stderr), fflush(stderr);
+  if (r->prompts) {
+    fputs(prompt, stderr);
+    fflush(stderr);
+  }
   ssize_t len = getline(&r->line, &r->line_size, stdin);
   if (len < 0) return READ_END;
   if (len > 0 && r->line[len - 1] == '\n') len--;
@@ -229,26 +267,33 @@ static enum read_result push_line(repl *r, const char *prompt) {
 
 // ---------------------------------------------------------------- reading a statement
 
-// Compiles `text`, first as `return <text>` so that an expression returns its values (lua.c's
-// trick), then as a statement. `=expr` is the old shorthand for `return expr`. Pushes the
-// function or the error message.
-static int compile(lua_State *L, const char *text, size_t len) {
-  int shorthand = text[0] == '=';
-  const char *as_return = lua_pushfstring(L, "return %s", text + shorthand);
-  int status = luaL_loadbuffer(L, as_return, strlen(as_return), "=stdin");
-  lua_remove(L, -2);
-  if (status == LUA_OK || shorthand) return status;
-  lua_pop(L, 1);
-  return luaL_loadbuffer(L, text, len, "=stdin");
-}
-
-// A syntax error at the end of the input: the statement goes on in the next line.
+// A syntax error at the end of the input: the statement may go on in the next line.
 static int incomplete(lua_State *L, int status) {
   if (status != LUA_ERRSYNTAX) return 0;
   size_t len;
   const char *message = lua_tolstring(L, -1, &len);
   size_t mark = sizeof EOF_MARK - 1;
   return message && len >= mark && strcmp(message + len - mark, EOF_MARK) == 0;
+}
+
+// Compiles `text`, first as `return <text>` so that an expression returns its values (lua.c's
+// trick), then as a statement. `=expr` is the old shorthand for `return expr`. Pushes the
+// function or an error message: the statement's, unless only the expression is incomplete
+// (a table constructor over several lines).
+static int compile(lua_State *L, const char *text, size_t len) {
+  int shorthand = text[0] == '=';
+  const char *as_return = lua_pushfstring(L, "return %s", text + shorthand);
+  int status = luaL_loadbuffer(L, as_return, strlen(as_return), "=stdin");
+  lua_remove(L, -2);
+  if (status == LUA_OK || shorthand) return status;
+  int expression_incomplete = incomplete(L, status);
+  int statement_status = luaL_loadbuffer(L, text, len, "=stdin");
+  if (statement_status == LUA_OK || !expression_incomplete || incomplete(L, statement_status)) {
+    lua_remove(L, -2);
+    return statement_status;
+  }
+  lua_pop(L, 1);
+  return status;
 }
 
 // Reads lines until they make a complete statement (or a syntax error that more lines cannot
@@ -286,7 +331,7 @@ static enum read_result read_statement(repl *r, int *status) {
 // (or plain `print` if herd.repl could not be loaded).
 static int print_results(lua_State *L, int base) {
   int n = lua_gettop(L) - base;
-  luaL_checkstack(L, 2, "too many results to print");
+  luaL_checkstack(L, 3, "too many results to print");
   lua_rawgetp(L, LUA_REGISTRYINDEX, &module_key);
   if (lua_istable(L, -1)) {
     lua_getfield(L, -1, "format_results");

@@ -164,6 +164,8 @@ static int migrate(herd_runlog *db) {
   return end_write(db, db->conn, status);
 }
 
+static void remove_open_run(herd_runlog *db, herd_run *run);
+
 // ---------------------------------------------------------------- opening
 
 static int open_connection(herd_runlog *db, const char *path, int flags, sqlite3 **out) {
@@ -232,6 +234,14 @@ static void stop_heartbeat(herd_runlog *db) {
 
 void herd_runlog_close(herd_runlog *db) {
   if (!db) return;
+  // Runs still open end as failed and are detached: their handles stay safe to use and free.
+  while (db->n_open > 0) {
+    herd_run *run = db->open_runs[db->n_open - 1];
+    if (herd_run_finish(run, HERD_RUN_FAILED, "run history closed while the run was open") != 0)
+      remove_open_run(db, run);
+    run->open = 0;
+    run->db = NULL;
+  }
   stop_heartbeat(db);
   sqlite3_close(db->conn);
   pthread_mutex_destroy(&db->lock);
@@ -740,7 +750,8 @@ int herd_run_param(herd_run *run, const char *key, const char *json_value) {
 
 static void free_points(herd_run *run, int n) {
   for (int i = 0; i < n; i++) free(run->points[i].key);
-  memmove(run->points, run->points + n, (run->pending - n) * sizeof *run->points);
+  if (n < run->pending)
+    memmove(run->points, run->points + n, (run->pending - n) * sizeof *run->points);
   run->pending -= n;
 }
 
@@ -770,6 +781,8 @@ static int insert_points(herd_run *run) {
 
 int herd_run_flush(herd_run *run) {
   if (run->pending == 0) return HERD_OK;
+  if (!run->db)
+    return herd_seterr(HERD_ESTATE, "run %lld: its run history was closed", (long long)run->id);
   herd_runlog *db = run->db;
   int status = begin_write(db, db->conn);
   if (!status) {

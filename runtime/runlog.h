@@ -50,7 +50,8 @@ typedef struct herd_run_info {
 // A file that is not a SQLite database, or whose schema is newer than this herd, is refused
 // without being modified.
 int herd_runlog_open(herd_runlog **out, const char *path, int flags);
-void herd_runlog_close(herd_runlog *db);  // finishes nothing: close every run first
+// Runs still open are finished as failed and detached (their handles must still be freed).
+void herd_runlog_close(herd_runlog *db);
 const char *herd_runlog_path(const herd_runlog *db);
 // The underlying connection, for read queries (`herd runs`); do not write through it.
 struct sqlite3 *herd_runlog_sqlite(herd_runlog *db);

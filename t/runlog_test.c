@@ -361,6 +361,20 @@ Test(runlog, empty_names_are_refused) {
   herd_runlog_close(db);
 }
 
+Test(runlog, closing_the_database_finishes_and_detaches_open_runs) {
+  herd_runlog *db = open_db();
+  herd_run *run = start_run(db, "orphan", NULL);
+  herd_run_log(run, "loss", 1, 2.0);
+  herd_runlog_close(db);
+  cr_assert_eq(herd_run_log(run, "loss", 2, 1.0), HERD_ESTATE);
+  cr_assert_eq(herd_run_flush(run), HERD_OK);
+  herd_run_free(run);  // must not touch the closed database
+  char text[128];
+  query_text("SELECT status || ' ' || error FROM runs", text, sizeof text);
+  cr_assert_str_eq(text, "failed run history closed while the run was open");
+  cr_assert_eq(query_int("SELECT count(*) FROM metrics"), 1, "its buffered point was written");
+}
+
 // ---------------------------------------------------------------- crashes
 
 // A child process starts a run, logs, and dies by SIGKILL without finishing it.

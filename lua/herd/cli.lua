@@ -73,11 +73,20 @@ local function format_number(value, exact)
   return exact and exact_float(value) or string.format("%.6g", value)
 end
 
+-- Text on one line: control characters written as Lua escapes, quoted when there were any.
+local function printable(text)
+  if not text:find("%c") then return text end
+  local escapes = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r" }
+  return '"' .. text:gsub('[\\"]', "\\%0"):gsub("%c", function(c)
+    return escapes[c] or string.format("\\%03d", c:byte())
+  end) .. '"'
+end
+
 -- A param or metric value as stored: TEXT, INTEGER, REAL or NULL.
 local function format_value(value, exact)
   if value == nil then return "null" end
   if type(value) == "number" or value == "NaN" then return format_number(value, exact) end
-  return tostring(value)
+  return printable(tostring(value))
 end
 
 local function format_time(seconds)
@@ -121,7 +130,7 @@ local function format_table(rows, right)
       local pad = string.rep(" ", widths[i] - display_width(cell))
       cells[i] = right[i] and pad .. cell or (i < #row and cell .. pad or cell)
     end
-    lines[#lines + 1] = table.concat(cells, "  ") .. "\n"
+    lines[#lines + 1] = table.concat(cells, "  "):gsub("%s+$", "") .. "\n"
   end
   return table.concat(lines)
 end
@@ -174,13 +183,9 @@ end
 
 -- ---------------------------------------------------------------- reading the database
 
-local function db_label(db)
-  return db:path()
-end
-
 local function load_run(db, id)
   local rows = db:query("SELECT * FROM runs WHERE id = ?", id)
-  if not rows[1] then fail(1, "no run %d in %s", id, db_label(db)) end
+  if not rows[1] then fail(1, "no run %d in %s", id, db:path()) end
   return rows[1]
 end
 
@@ -218,6 +223,14 @@ local function last_metrics(db, runs_sql, ...)
     last[row.run_id][row.key] = { step = row.step, value = row.value }
   end
   return last
+end
+
+-- The script's command-line arguments (runs.args_json, a JSON array of strings); {} if none.
+local function script_args(run)
+  if type(run.args_json) ~= "string" then return {} end
+  local ok, args = pcall(core.json_decode, run.args_json)
+  if not ok or type(args) ~= "table" then return {} end
+  return args
 end
 
 local function sorted_keys(map)
@@ -312,8 +325,22 @@ Everything recorded about run ID: identity, status, script and code version, con
 the last value of each metric, artifacts and tags.
 ]=]
 
+-- Arguments as a shell would need them: quoted when they hold anything but safe characters.
+local function format_args(args)
+  if #args == 0 then return "-" end
+  local words = {}
+  for i, word in ipairs(args) do
+    word = tostring(word)
+    words[i] = word:match("^[%w%-_./=:,+@%%]+$") and word or "'" .. word:gsub("'", "'\\''") .. "'"
+  end
+  return printable(table.concat(words, " "))
+end
+
+-- The first line of a run's error goes on its status line; a longer error (a traceback) gets
+-- a section of its own.
 local function show_identity(db, run)
-  local status = run.status .. (run.error and ": " .. one_line(run.error) or "")
+  local status = run.status
+  if run.error then status = status .. ": " .. printable(run.error:match("^[^\n]*")) end
   local parent = "-"
   if run.parent_id then
     local rows = db:query("SELECT name FROM runs WHERE id = ?", run.parent_id)
@@ -323,8 +350,10 @@ local function show_identity(db, run)
   local git = "-"
   if run.git_rev then git = run.git_rev .. (run.git_dirty == 1 and " (dirty)" or "") end
   local rows = {
-    { "name", run.name }, { "uuid", run.uuid }, { "status", status }, { "parent", parent },
-    { "script", run.script or "-" }, { "sha256", run.script_sha256 or "-" }, { "git", git },
+    { "name", printable(run.name) }, { "uuid", run.uuid }, { "status", status },
+    { "parent", parent },
+    { "script", run.script or "-" }, { "args", format_args(script_args(run)) },
+    { "sha256", run.script_sha256 or "-" }, { "git", git },
     { "host", string.format("%s pid %d", run.host, run.pid) },
     { "seed", run.seed and tostring(run.seed) or "-" },
     { "started", format_time(run.started_at) },
@@ -374,6 +403,10 @@ json_text = function(value, depth)
   return core.json_encode(value)
 end
 
+local function show_error(run)
+  if run.error and run.error:find("\n") then out("\nerror\n", indent(run.error), "\n") end
+end
+
 local function show_config(run)
   if not run.config_json then return end
   local ok, config = pcall(core.json_decode, run.config_json)
@@ -413,6 +446,7 @@ local function show(db, _, words)
   if #words ~= 1 then usage_error("show takes one run id (herd runs show ID)") end
   local run = load_run(db, parse_run_id(words[1]))
   show_identity(db, run)
+  show_error(run)
   show_config(run)
   show_params(db, run)
   show_metrics(db, run)
@@ -650,8 +684,9 @@ end
 local EXPORT_HELP = [=[
 usage: herd runs export ID [-o FILE]
 
-Writes a Lua file that reruns run ID: its script with its recorded config, through
-herd.rerun. Run it with `herd FILE`. Writes to standard output unless -o FILE is given.
+Writes a Lua file that reruns run ID: its script, with its recorded arguments and config,
+through herd.rerun. Run it with `herd FILE`; edit its config to rerun with changes.
+  -o, --output FILE  write to FILE instead of standard output
 ]=]
 
 local LUA_KEYWORDS = {}
@@ -668,12 +703,12 @@ local function lua_key(key)
   return "[" .. string.format("%d", key) .. "]"
 end
 
--- A float literal that reads back as the same float (not as an integer).
+-- The shortest literal that reads back as the same float, and as a float (1.0, not 1).
 local function lua_float(value)
   if value ~= value or value == math.huge or value == -math.huge then
     fail(1, "config holds %s, which a Lua literal cannot express exactly", tostring(value))
   end
-  local text = string.format("%.17g", value)
+  local text = exact_float(value)
   if not text:find("[%.eEn]") then text = text .. ".0" end
   return text
 end
@@ -752,7 +787,7 @@ local function export_text(run)
   if run.script_sha256 then
     lines[#lines + 1] = string.format("  script_sha256 = %q,", run.script_sha256)
   end
-  lines[#lines + 1] = "  args = {},"
+  lines[#lines + 1] = "  args = " .. lua_literal(script_args(run), 1) .. ","
   lines[#lines + 1] = "  config = " .. lua_literal(config, 1) .. ","
   lines[#lines + 1] = "}"
   return table.concat(lines, "\n") .. "\n"

@@ -248,6 +248,12 @@ end
 
 -- ---------------------------------------------------------------- the host's hooks
 
+-- The script's arguments as a JSON array ("[]" when none: an empty table would read as {}).
+local function script_args_json(args)
+  if #args == 0 then return "[]" end
+  return core.json_encode(args)
+end
+
 local function script_args()
   local args = {}
   for i = 1, #(arg or {}) do args[i] = arg[i] end
@@ -259,7 +265,7 @@ function M._begin_script(path)
   local sha256 = path ~= "-" and core.sha256_file(path) or nil
   local rev, dirty = git_info()
   state.script = {
-    path = path, sha256 = sha256, args_json = core.json_encode(script_args()),
+    path = path, sha256 = sha256, args_json = script_args_json(script_args()),
     git_rev = rev, git_dirty = dirty,
   }
   local seed = choose_seed({}, {})
@@ -293,7 +299,7 @@ function M._rerun(recipe_run, script, sha256, args, config)
   if state.script_run or state.script then
     state.script = state.script or {}
     state.script.path, state.script.sha256 = script, sha256
-    state.script.args_json = core.json_encode(args)
+    state.script.args_json = script_args_json(args)
     if state.script_run then
       state.script_run._handle:set_script(script, sha256, state.script.args_json)
       state.script_run._handle:set_name(basename_without_lua(script))

@@ -27,6 +27,7 @@ local SFT_CONFIG = {
   nested = { deeper = { list = { { k = 1 }, { k = 2.5 } } } },
   nothing = core.null,
 }
+local SFT_ARGS = { "--steps", "30", "two words" }
 local RM_CONFIG = { lr = 0.002, ppo = { beta = 0.01, clip = 0.3 }, extra = true }
 
 local function sha256_hex(text)
@@ -54,6 +55,7 @@ local function build_history(path)
   local db = core.runlog_open(path, true)
   local sft = db:start { name = "sft-base", script = "experiments/sft.lua",
     script_sha256 = sha256_hex("sft"), git_rev = "0123abcd", git_dirty = true, seed = 7,
+    args_json = core.json_encode(SFT_ARGS),
     config_json = core.json_encode(SFT_CONFIG) }
   for step = 1, 30 do
     sft:log(step, "loss", 2 / step)
@@ -68,7 +70,7 @@ local function build_history(path)
   local rm = db:start { name = "rm-margin", parent = sft:id(),
     config_json = core.json_encode(RM_CONFIG) }
   for step = 1, 10 do rm:log(step, "loss", 1 / step) end
-  rm:finish("failed", "boom: out of memory")
+  rm:finish("failed", "boom: out of memory\nstack traceback:\n\trm.lua:3: in main chunk")
   local bare = db:start { name = "rm-small" }
   bare:add_tag("cpu")
   bare:finish("killed")
@@ -216,6 +218,7 @@ t.test("show prints every recorded field", function()
   t.match(stdout, "\n  status +finished\n")
   t.match(stdout, "\n  parent +%-\n")
   t.match(stdout, "\n  script +experiments/sft%.lua\n")
+  t.match(stdout, "\n  args +%-%-steps 30 'two words'\n")
   t.match(stdout, "\n  sha256 +" .. sha256_hex("sft") .. "\n")
   t.match(stdout, "\n  git +0123abcd %(dirty%)\n")
   t.match(stdout, "\n  host +%S+ pid %d+\n")
@@ -231,24 +234,29 @@ t.test("show prints every recorded field", function()
   -- params sorted by key
   local params = stdout:match("\nparams\n(.-)\n\n")
   local keys = {}
-  for key in params:gmatch("  (%S+)") do keys[#keys + 1] = key end
+  for line in params:gmatch("[^\n]+") do keys[#keys + 1] = line:match("^  (%S+)") end
   local sorted = { table.unpack(keys) }
   table.sort(sorted)
   t.eq(table.concat(keys, " "), table.concat(sorted, " "))
   t.match(params, "ppo%.beta +0%.01")
   t.match(params, "layers%.2 +64")
   t.match(params, "nothing +null")
+  t.match(params, '\n  a%-b +"quote \\" backslash \\\\ newline \\n tab \\t"\n',
+    "control characters escaped")
   -- metrics: last value by step
   t.match(stdout, "\n  acc +1 +step 30\n")
   t.match(stdout, "\n  loss +nan +step 31\n")
   -- artifacts
-  t.match(stdout, "\n  model +checkpoint +5 +" .. sha256_hex("hello"):sub(1, 12) .. " +/%S*model%.bin\n")
+  local sha_prefix = sha256_hex("hello"):sub(1, 12)
+  t.match(stdout, "\n  model +checkpoint +5 +" .. sha_prefix .. " +/%S*model%.bin\n")
 end)
 
 t.test("show prints the error and the parent of a failed run", function()
   local code, stdout = runs("show 2")
   t.eq(code, 0)
   t.match(stdout, "\n  status +failed: boom: out of memory\n")
+  t.match(stdout, "\nerror\n  boom: out of memory\n  stack traceback:\n"
+    .. "  \trm%.lua:3: in main chunk\n", "a multi-line error in full")
   t.match(stdout, "\n  parent +1 %(sft%-base%)\n")
   t.match(stdout, "\n  git +%-\n")
   t.match(stdout, "\n  tags +%-\n")
@@ -313,7 +321,7 @@ t.test("metrics --plot draws a chart of the requested size", function()
   end
   t.match(lines[1], "^%s*2 |%*", "the largest loss (2 at step 1) is top left")
   t.match(lines[11], "^%s+%+%-+$")
-  t.match(lines[12], "^%s+1%s+31$")
+  t.match(lines[12], "^%s+1%s+30$", "x range of the finite points (loss is NaN at 31)")
   t.match(lines[13], "%* loss")
   t.match(lines[13], "%+ acc")
 end)
@@ -394,7 +402,7 @@ t.test("export writes a Lua recipe whose config round-trips", function()
   t.eq(recipe.run, 1)
   t.eq(recipe.script, "experiments/sft.lua")
   t.eq(recipe.script_sha256, sha256_hex("sft"))
-  t.eq(type(recipe.args), "table")
+  deep_equal(recipe.args, SFT_ARGS, "args")
   deep_equal(recipe.config, core.json_decode(fixture.sft_config))
   deep_equal(recipe.config, SFT_CONFIG)
   t.eq(math.type(recipe.config.one), "float")
@@ -413,6 +421,47 @@ t.test("export -o FILE writes the same text; a run without config exports config
   t.eq(recipe.run, 3)
   t.eq(recipe.script, nil)
   t.eq(next(recipe.config), nil)
+  t.eq(next(recipe.args), nil)
+end)
+
+-- The whole loop through the host: a recorded script, its export edited, the recipe run.
+local EXPERIMENT = [[
+local herd = require "herd"
+local run = herd.run.start { config = { lr = 0.5, opt = { beta = 0.9, names = { "a", "b" } } } }
+run:log { loss = run.config.lr * 2 }
+print("args: " .. table.concat(arg, "|"))
+]]
+
+t.test("an exported recipe reruns the script with its config and args", function()
+  local work = util.tmpdir()
+  local env = { HERD_DB = work .. "/runs.db" }
+  util.write(work .. "/exp.lua", EXPERIMENT)
+  local code, stdout, stderr = util.run(work, "exp.lua first " .. q("second word"), env)
+  t.eq(code, 0, stderr)
+  t.eq(stdout, "args: first|second word\n")
+  local recipe
+  code, recipe, stderr = util.run(work, "runs export 1", env)
+  t.eq(code, 0, stderr)
+  t.match(recipe, '\n  script = "exp%.lua",\n')
+  t.match(recipe, '\n  args = {\n    "first",\n    "second word",\n  },\n')
+  recipe = recipe:gsub("lr = 0%.5", "lr = 0.25")
+  util.write(work .. "/recipe.lua", recipe)
+  code, stdout, stderr = util.run(work, "recipe.lua", env)
+  t.eq(code, 0, stderr)
+  t.eq(stdout, "args: first|second word\n")
+  local db = core.runlog_open(env.HERD_DB, false)
+  local rerun = db:query("SELECT * FROM runs WHERE id = 2")[1]
+  t.eq(rerun.script, "exp.lua")
+  t.eq(rerun.status, "finished")
+  deep_equal(core.json_decode(rerun.config_json),
+    { lr = 0.25, opt = { beta = 0.9, names = { "a", "b" } } })
+  deep_equal(core.json_decode(rerun.args_json), { "first", "second word" }, "args")
+  t.eq(db:query("SELECT value FROM metrics WHERE run_id = 2 AND key = 'loss'")[1].value, 0.5)
+  t.eq(db:query("SELECT tag FROM tags WHERE run_id = 2")[1].tag, "rerun-of:1")
+  db:close()
+  code, stdout = util.run(work, "runs compare 1 2", env)
+  t.eq(code, 0)
+  t.match(stdout, "\n  lr +0%.5 +0%.25\n")
 end)
 
 t.test("the export literal keeps tricky values exact", function()
@@ -436,10 +485,10 @@ t.test("gc marks a run whose process died as crashed", function()
   local gc_path = dir .. "/gc.db"
   local db = core.runlog_open(gc_path, true)
   local alive = db:start { name = "alive" }
-  start_and_die(gc_path, "dead")
-  local dead = db:query("SELECT id, pid FROM runs WHERE name = 'dead'")[1]
-  -- and one whose pid was never a process: pid + start time identify a process
   local other = db:start { name = "other" }
+  start_and_die(gc_path, "dead")  -- (before other's pid changes: starting a run runs gc)
+  local dead = db:query("SELECT id, pid FROM runs WHERE name = 'dead'")[1]
+  -- other's process is another one that is gone
   local shell = io.popen("sh -c 'echo $$'")
   local dead_pid = math.tointeger(tonumber(shell:read("l")))
   shell:close()
@@ -467,7 +516,8 @@ end)
 t.test("errors print one line, exit non-zero and leave the database untouched", function()
   util.write(dir .. "/garbage.db", string.rep("not a database, just bytes\0\255", 200))
   local cases = {
-    { "lss", "^herd runs: unknown command 'lss' %(commands: ls, show, metrics, compare, export, gc%)\n$", 2 },
+    { "lss", "^herd runs: unknown command 'lss' "
+      .. "%(commands: ls, show, metrics, compare, export, gc%)\n$", 2 },
     { "show 999", "^herd runs: no run 999 in runs%.db\n$", 1, {} },
     { "show 999", "^herd runs: no run 999 in " .. db_path:gsub("%p", "%%%0") .. "\n$", 1 },
     { "show abc", "a run id is a positive integer, got 'abc'", 2 },
@@ -554,11 +604,11 @@ t.test("plot.lines has the requested dimensions, defaults 72 x 16", function()
   rows = grid_rows(plot.lines(series, { width = 20, height = 5 }))
   t.eq(#rows, 5)
   for _, row in ipairs(rows) do t.eq(#row, 20) end
-  t.eq(plot.lines(series, { width = 20, height = 5 }), plot.lines(series, { width = 20, height = 5 }),
-    "deterministic")
+  local small = { width = 20, height = 5 }
+  t.eq(plot.lines(series, small), plot.lines(series, small), "deterministic")
 end)
 
-t.test("plot.lines puts the max on the top row, the min on the bottom, ends at the edges", function()
+t.test("plot.lines puts the max in the top row and the min in the bottom one", function()
   local xs, ys = {}, {}
   for i = 0, 50 do xs[#xs + 1], ys[#ys + 1] = i, math.sin(i / 8) end
   local text = plot.lines({ { name = "sin", xs = xs, ys = ys } }, { width = 51, height = 9 })
