@@ -28,12 +28,11 @@ enum read_result { READ_OK, READ_CANCELLED, READ_END };
 
 typedef struct repl {
   lua_State *L;
-  int edit;          // libedit reads the lines: stdin and stdout are both terminals
-  int prompts;       // plain reading prints prompts (on stderr): stdin alone is a terminal
-  char *history;     // $HOME/.herd_history; NULL without HOME
-  char *line;        // getline's buffer for plain reading
+  int edit;     // libedit reads the lines: stdin and stdout are both terminals
+  int prompts;  // plain reading prints prompts (on stderr): stdin alone is a terminal
+  char *line;   // getline's buffer for plain reading
   size_t line_size;
-  char *locale;      // LC_CTYPE before editing began, restored after
+  char *locale;  // LC_CTYPE before editing began, restored after
 } repl;
 
 // The registry slot holding require("herd.repl") (nil when it failed to load).
@@ -88,8 +87,8 @@ static int read_key(FILE *in) {
     char c = (char)byte;
     wchar_t key;
     size_t used = mbrtowc(&key, &c, 1, &state);
-    if (used == (size_t)-2) continue;            // more bytes to come
-    if (used == (size_t)-1) return byte;         // not valid in this character set: the byte
+    if (used == (size_t)-2) continue;     // more bytes to come
+    if (used == (size_t)-1) return byte;  // not valid in this character set: the byte
     return used == 0 ? 0 : (int)key;
   }
 }
@@ -108,9 +107,10 @@ static int call_complete(lua_State *L) {
   return 1;
 }
 
-static void free_matches(char **matches) {
-  for (char **m = matches; *m; m++) free(*m);
-  free(matches);
+static size_t shared_prefix(const char *a, const char *b) {
+  size_t n = 0;
+  while (a[n] && a[n] == b[n]) n++;
+  return n;
 }
 
 // readline's match list from the candidates on top of the stack: [0] the text to put in place
@@ -122,31 +122,29 @@ static char **matches_from(lua_State *L) {
   if (n == 0) return NULL;
   char **matches = calloc(n + 3, sizeof *matches);
   if (!matches) return NULL;
-  size_t common = 0;
-  for (size_t i = 1; i <= n; i++) {
+  int ok = 1;
+  for (size_t i = 1; i <= n && ok; i++) {
     lua_rawgeti(L, -1, (lua_Integer)i);
-    size_t len = 0;
     // Only strings: converting a number could raise a memory error outside any pcall.
-    const char *candidate = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : "";
-    if (i == 1) common = len;
-    while (common > 0 && strncmp(candidate, matches[1] ? matches[1] : candidate, common) != 0)
-      common--;
-    matches[i] = strdup(candidate);
+    const char *candidate = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+    ok = (matches[i] = strdup(candidate)) != NULL;
     lua_pop(L, 1);
-    if (!matches[i]) return free_matches(matches), NULL;
   }
-  if (n == 1) {
+  if (ok && n == 1) {
     matches[0] = matches[1];
     matches[1] = NULL;
-  } else {
-    matches[0] = strndup(matches[1], common);
-    if (!matches[0]) {
-      for (size_t i = 1; i <= n; i++) free(matches[i]);
-      free(matches);
-      return NULL;
-    }
+    return matches;
   }
-  return matches;
+  size_t common = ok ? strlen(matches[1]) : 0;
+  for (size_t i = 2; ok && i <= n; i++) {
+    size_t shared = shared_prefix(matches[1], matches[i]);
+    if (shared < common) common = shared;
+  }
+  if (ok) ok = (matches[0] = strndup(matches[1], common)) != NULL;
+  if (ok) return matches;
+  for (size_t i = 0; i <= n; i++) free(matches[i]);
+  free(matches);
+  return NULL;
 }
 
 // rl_attempted_completion_function: `text` is the word before the cursor, split at Lua's
@@ -172,14 +170,28 @@ static char **complete_word(const char *text, int start, int end) {
 
 // libedit decodes keys in the locale's character set. herd sets no locale, and in the "C"
 // locale UTF-8 text typed at the prompt would come out garbled: editing uses the
-// environment's LC_CTYPE, or C.UTF-8 when that is plain "C" (as Python does, PEP 538). Only the
-// character classification changes; Lua's lexer and number formatting do not depend on it.
+// environment's LC_CTYPE, or C.UTF-8 when that is plain "C" (as Python does, PEP 538). Lua's
+// lexer has its own character table, and in a UTF-8 locale the C library classifies single
+// bytes as "C" does, so string.upper and %a in patterns behave the same.
 static void use_character_set(repl *r) {
   const char *current = setlocale(LC_CTYPE, NULL);
   r->locale = current ? strdup(current) : NULL;
   const char *chosen = setlocale(LC_CTYPE, "");
   if (!chosen || strcmp(chosen, "C") == 0 || strcmp(chosen, "POSIX") == 0)
     setlocale(LC_CTYPE, "C.UTF-8");
+}
+
+// $HOME/.herd_history while a session edits lines; NULL without HOME. Static because
+// os.exit() in the REPL leaves through exit(), and the history is saved then too (atexit).
+static char *history_path;
+
+static void save_history(void) {
+  if (!history_path) return;
+  // The history holds whatever was typed, passwords and tokens included: owner-only, like
+  // shells do it. An unwritable HOME loses the history, not the session.
+  if (write_history(history_path) == 0) chmod(history_path, S_IRUSR | S_IWUSR);
+  free(history_path);
+  history_path = NULL;
 }
 
 static void start_editing(repl *r) {
@@ -196,20 +208,18 @@ static void start_editing(repl *r) {
   const char *home = getenv("HOME");
   if (home && *home) {
     size_t size = strlen(home) + sizeof HISTORY_FILE;
-    r->history = malloc(size);
-    if (r->history) {
-      snprintf(r->history, size, "%s" HISTORY_FILE, home);
-      read_history(r->history);  // a missing or unreadable file just means no history yet
+    history_path = malloc(size);
+    if (history_path) {
+      snprintf(history_path, size, "%s" HISTORY_FILE, home);
+      read_history(history_path);  // a missing or unreadable file just means no history yet
     }
   }
+  static int registered;
+  if (!registered) registered = atexit(save_history) == 0;
 }
 
 static void stop_editing(repl *r) {
-  // The history holds whatever was typed, passwords and tokens included: owner-only, like
-  // shells do it. An unwritable HOME loses the history, not the session.
-  if (r->history && write_history(r->history) == 0) chmod(r->history, S_IRUSR | S_IWUSR);
-  free(r->history);
-  r->history = NULL;
+  save_history();
   clear_history();
   completion_state = NULL;
   if (r->locale) setlocale(LC_CTYPE, r->locale);

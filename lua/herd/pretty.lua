@@ -117,7 +117,7 @@ local function render_table(t, opts, depth, level, room, open)
   if depth > opts.max_depth then return "{...}" end
   local list, more = entries(t, opts.max_items)
   open[t] = true
-  local inner = opts.width - #opts.indent * (level + 1)
+  local inner = opts.width - #opts.indent * (level + 1) - 1  -- the indent and a comma
   local parts, flat, scalars_only = {}, true, true
   for i, entry in ipairs(list) do
     local prefix = entry.key and entry.key .. " = " or ""
