@@ -204,6 +204,9 @@ t.test("Ctrl-C (SIGINT) interrupts the script and marks the run killed", functio
   local run = query("SELECT status, error FROM runs WHERE id = ?", id)[1]
   t.eq(run.status, "killed")
   t.match(run.error, "interrupted!")
+  local err = util.read(dir .. "/bg.err")
+  t.match(err, "^herd: interrupted!")
+  t.no_match(err, "Sanitizer", "a clean exit after Ctrl-C")
 end)
 
 t.test("SIGKILL mid-run: crashed after `herd runs gc`, and at the next start", function()
