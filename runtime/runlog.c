@@ -38,7 +38,9 @@ struct herd_run {
   int64_t id;
   char uuid[37];
   int open;
-  metric_point *points;  // (pending) points not yet in the database
+  // The buffer is shared with the background thread, which flushes points left waiting.
+  pthread_mutex_t buffer_lock;  // guards points, pending, capacity, last_flush
+  metric_point *points;         // (pending) points not yet in the database
   int pending, capacity;
   double last_flush;
 };
@@ -374,8 +376,33 @@ static void beat_once(herd_runlog *db, sqlite3 *conn, const int64_t *ids, int n)
   (void)db;
 }
 
-// The heartbeat has its own connection: a connection's transaction state is shared by every
-// thread using it, so beats must not land inside the main thread's transactions.
+static int flush_locked(herd_run *run, sqlite3 *conn);
+
+// Points that wait longer than FLUSH_SECONDS (a script that logs, then computes for an hour)
+// are written by the background thread. Called with db->lock held.
+static void flush_waiting_points(herd_runlog *db, sqlite3 *conn) {
+  double now = now_seconds();
+  for (int i = 0; i < db->n_open; i++) {
+    herd_run *run = db->open_runs[i];
+    pthread_mutex_lock(&run->buffer_lock);
+    // A failed write keeps the points; the next round or the owner's flush retries.
+    if (run->pending > 0 && now - run->last_flush >= FLUSH_SECONDS) flush_locked(run, conn);
+    pthread_mutex_unlock(&run->buffer_lock);
+  }
+}
+
+static void wait_seconds(herd_runlog *db, double seconds) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += (time_t)seconds;
+  until.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
+  if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+  pthread_cond_timedwait(&db->heartbeat_wake, &db->lock, &until);
+}
+
+// The background thread: heartbeats of this connection's open runs and flushes of waiting
+// points. It has its own connection: a connection's transaction state is shared by every thread
+// using it, so its writes must not land inside the main thread's transactions.
 static void *heartbeat_main(void *arg) {
   herd_runlog *db = arg;
   sqlite3 *conn = NULL;
@@ -385,21 +412,20 @@ static void *heartbeat_main(void *arg) {
     return NULL;
   }
   sqlite3_busy_timeout(conn, BUSY_TIMEOUT_MS);
+  double last_beat = now_seconds();
   pthread_mutex_lock(&db->lock);
   while (!db->heartbeat_stopping) {
-    double wait = db->heartbeat_s > 0 ? db->heartbeat_s : 3600;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)wait;
-    until.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
-    if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
-    if (pthread_cond_timedwait(&db->heartbeat_wake, &db->lock, &until) != ETIMEDOUT) continue;
-    if (db->heartbeat_s <= 0) continue;
+    double beat = db->heartbeat_s;
+    wait_seconds(db, beat <= 0 ? 3600 : beat < FLUSH_SECONDS ? beat : FLUSH_SECONDS);
+    if (db->heartbeat_stopping || db->heartbeat_s <= 0) continue;
+    flush_waiting_points(db, conn);
+    if (now_seconds() - last_beat < db->heartbeat_s) continue;
     int n = db->n_open < 64 ? db->n_open : 64;
     int64_t ids[64];
     for (int i = 0; i < n; i++) ids[i] = db->open_runs[i]->id;
     pthread_mutex_unlock(&db->lock);
     beat_once(db, conn, ids, n);
+    last_beat = now_seconds();
     pthread_mutex_lock(&db->lock);
   }
   pthread_mutex_unlock(&db->lock);
@@ -509,6 +535,7 @@ int herd_run_start(herd_runlog *db, const herd_run_info *info, herd_run **out) {
   if (status) return status;
   herd_run *run = calloc(1, sizeof *run);
   if (!run) return herd_seterr(HERD_ENOMEM, "run history: out of memory");
+  pthread_mutex_init(&run->buffer_lock, NULL);
   run->db = db;
   make_uuid(run->uuid);
   if (!(status = begin_write(db, db->conn))) {
@@ -755,12 +782,11 @@ static void free_points(herd_run *run, int n) {
   run->pending -= n;
 }
 
-static int insert_points(herd_run *run) {
+static int insert_points(herd_run *run, sqlite3 *conn) {
   herd_runlog *db = run->db;
   sqlite3_stmt *stmt;
-  int status =
-      prepare(db, db->conn,
-              "INSERT INTO metrics(run_id, key, step, value, time) VALUES(?, ?, ?, ?, ?)", &stmt);
+  int status = prepare(
+      db, conn, "INSERT INTO metrics(run_id, key, step, value, time) VALUES(?, ?, ?, ?, ?)", &stmt);
   for (int i = 0; !status && i < run->pending; i++) {
     const metric_point *point = &run->points[i];
     sqlite3_reset(stmt);
@@ -773,27 +799,28 @@ static int insert_points(herd_run *run) {
     else
       sqlite3_bind_double(stmt, 4, point->value);
     sqlite3_bind_double(stmt, 5, point->time);
-    status = step_done(db, db->conn, stmt, "cannot write metrics");
+    status = step_done(db, conn, stmt, "cannot write metrics");
   }
   sqlite3_finalize(stmt);
   return status;
 }
 
-int herd_run_flush(herd_run *run) {
+// Writes the buffered points through `conn`; the caller holds run->buffer_lock.
+static int flush_locked(herd_run *run, sqlite3 *conn) {
   if (run->pending == 0) return HERD_OK;
-  if (!run->db)
-    return herd_seterr(HERD_ESTATE, "run %lld: its run history was closed", (long long)run->id);
   herd_runlog *db = run->db;
-  int status = begin_write(db, db->conn);
+  if (!db)
+    return herd_seterr(HERD_ESTATE, "run %lld: its run history was closed", (long long)run->id);
+  int status = begin_write(db, conn);
   if (!status) {
-    status = insert_points(run);
+    status = insert_points(run, conn);
     if (!status) {
       char sql[96];
       snprintf(sql, sizeof sql, "UPDATE runs SET heartbeat_at = %.6f WHERE id = %lld",
                now_seconds(), (long long)run->id);
-      status = exec_sql(db, db->conn, sql, "cannot update the heartbeat");
+      status = exec_sql(db, conn, sql, "cannot update the heartbeat");
     }
-    status = end_write(db, db->conn, status);
+    status = end_write(db, conn, status);
   }
   if (status)
     return herd_seterr(status, "run %lld: %d metric points not written (kept in memory): %s",
@@ -803,27 +830,45 @@ int herd_run_flush(herd_run *run) {
   return HERD_OK;
 }
 
-int herd_run_pending(const herd_run *run) {
-  return run->pending;
+int herd_run_flush(herd_run *run) {
+  pthread_mutex_lock(&run->buffer_lock);
+  int status = flush_locked(run, run->db ? run->db->conn : NULL);
+  pthread_mutex_unlock(&run->buffer_lock);
+  return status;
 }
 
-int herd_run_log(herd_run *run, const char *key, int64_t step, double value) {
-  int status = require_open(run);
-  if (status) return status;
-  if (!key || !*key) return herd_seterr(HERD_EINVAL, "a metric needs a non-empty name");
+int herd_run_pending(herd_run *run) {
+  pthread_mutex_lock(&run->buffer_lock);
+  int pending = run->pending;
+  pthread_mutex_unlock(&run->buffer_lock);
+  return pending;
+}
+
+static int append_point(herd_run *run, char *key, int64_t step, double value, int *flush_due) {
   if (run->pending == run->capacity) {
     int capacity = run->capacity ? 2 * run->capacity : 256;
     metric_point *grown = realloc(run->points, capacity * sizeof *grown);
     if (!grown) return herd_seterr(HERD_ENOMEM, "run history: out of memory");
     run->points = grown, run->capacity = capacity;
   }
+  double now = now_seconds();
+  run->points[run->pending++] = (metric_point){key, step, value, now};
+  *flush_due = run->pending >= FLUSH_POINTS || now - run->last_flush >= FLUSH_SECONDS;
+  return HERD_OK;
+}
+
+int herd_run_log(herd_run *run, const char *key, int64_t step, double value) {
+  int status = require_open(run);
+  if (status) return status;
+  if (!key || !*key) return herd_seterr(HERD_EINVAL, "a metric needs a non-empty name");
   char *key_copy = strdup(key);
   if (!key_copy) return herd_seterr(HERD_ENOMEM, "run history: out of memory");
-  double now = now_seconds();
-  run->points[run->pending++] = (metric_point){key_copy, step, value, now};
-  if (run->pending >= FLUSH_POINTS || now - run->last_flush >= FLUSH_SECONDS)
-    return herd_run_flush(run);
-  return HERD_OK;
+  int flush_due = 0;
+  pthread_mutex_lock(&run->buffer_lock);
+  status = append_point(run, key_copy, step, value, &flush_due);
+  pthread_mutex_unlock(&run->buffer_lock);
+  if (status) free(key_copy);
+  return status ? status : flush_due ? herd_run_flush(run) : HERD_OK;
 }
 
 // ---------------------------------------------------------------- artifacts
@@ -901,5 +946,6 @@ void herd_run_free(herd_run *run) {
     remove_open_run(run->db, run);  // the row stays 'running' and gc will find it crashed
   free_points(run, run->pending);
   free(run->points);
+  pthread_mutex_destroy(&run->buffer_lock);
   free(run);
 }

@@ -56,7 +56,8 @@ const char *herd_runlog_path(const herd_runlog *db);
 // The underlying connection, for read queries (`herd runs`); do not write through it.
 struct sqlite3 *herd_runlog_sqlite(herd_runlog *db);
 int herd_runlog_schema_version(herd_runlog *db, int *version);
-// Seconds between heartbeats of this connection's open runs (default 15; 0 stops them).
+// Seconds between heartbeats of this connection's open runs (default 15). 0 stops the
+// background thread's work: no heartbeats and no flushes of waiting points.
 int herd_runlog_set_heartbeat(herd_runlog *db, double seconds);
 // Marks runs whose process is gone as 'crashed'; `marked` receives how many (may be NULL).
 int herd_runlog_gc(herd_runlog *db, int *marked);
@@ -79,11 +80,12 @@ int herd_run_add_tag(herd_run *run, const char *tag);
 // One param; `json_value` is any JSON value (objects and arrays are flattened under `key`).
 int herd_run_param(herd_run *run, const char *key, const char *json_value);
 
-// Buffers one metric point; points reach the database in batches (every second while logging,
-// when the buffer fills, on herd_run_flush and on finish). NaN is kept distinct from NULL.
+// Buffers one metric point; points reach the database in batches: when the buffer fills, when
+// the oldest waits a second (written by the logging call or, when none comes, by the background
+// thread), on herd_run_flush and on finish. NaN is kept distinct from NULL.
 int herd_run_log(herd_run *run, const char *key, int64_t step, double value);
 int herd_run_flush(herd_run *run);
-int herd_run_pending(const herd_run *run);  // points buffered, not yet written
+int herd_run_pending(herd_run *run);  // points buffered, not yet written
 
 // Records a file produced by the run with its sha256 and size.
 int herd_run_artifact(herd_run *run, const char *name, const char *path, const char *kind);

@@ -321,6 +321,21 @@ Test(runlog, metrics_are_batched_and_flushed_at_finish) {
   herd_runlog_close(db);
 }
 
+Test(runlog, waiting_points_are_written_by_the_background_thread) {
+  herd_runlog *db = open_db();
+  herd_run *run = start_run(db, "idle", NULL);
+  herd_runlog_set_heartbeat(db, 0.1);
+  for (int step = 1; step <= 3; step++) herd_run_log(run, "loss", step, 1.0);
+  cr_assert_eq(query_int("SELECT count(*) FROM metrics"), 0, "still buffered");
+  for (int tries = 0; tries < 40 && query_int("SELECT count(*) FROM metrics") < 3; tries++)
+    usleep(100 * 1000);  // no logging call comes: the background thread must write them
+  cr_assert_eq(query_int("SELECT count(*) FROM metrics"), 3);
+  cr_assert_eq(herd_run_pending(run), 0);
+  herd_run_finish(run, HERD_RUN_FINISHED, NULL);
+  herd_run_free(run);
+  herd_runlog_close(db);
+}
+
 Test(runlog, artifact_records_sha256_and_size) {
   herd_runlog *db = open_db();
   herd_run *run = start_run(db, "a", NULL);
