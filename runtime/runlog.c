@@ -187,6 +187,20 @@ static int open_connection(herd_runlog *db, const char *path, int flags, sqlite3
   return HERD_OK;
 }
 
+// Switching a new database to WAL upgrades a read lock to a write lock, and SQLite does not call
+// the busy handler for that upgrade (waiting there could deadlock), so concurrent openers of a
+// new database retry here, up to the busy timeout.
+static int switch_to_wal(herd_runlog *db) {
+  double deadline = now_seconds() + BUSY_TIMEOUT_MS / 1000.0;
+  for (;;) {
+    int rc = sqlite3_exec(db->conn, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
+    if (rc == SQLITE_OK) return HERD_OK;
+    if ((rc & 0xff) != SQLITE_BUSY || now_seconds() > deadline)
+      return db_error(db, db->conn, rc, "cannot switch to WAL");
+    sqlite3_sleep(5);
+  }
+}
+
 // Reading the schema version first makes a non-database fail before anything is written to it.
 static int configure_connection(herd_runlog *db) {
   int version;
@@ -194,7 +208,7 @@ static int configure_connection(herd_runlog *db) {
   if (status) return status;
   if (sqlite3_db_readonly(db->conn, "main") == 1)
     return herd_seterr(HERD_EIO, "run history '%s': the file is read-only", db->path);
-  status = exec_sql(db, db->conn, "PRAGMA journal_mode = WAL", "cannot switch to WAL");
+  status = switch_to_wal(db);
   if (!status) status = exec_sql(db, db->conn, "PRAGMA synchronous = NORMAL", "cannot configure");
   if (!status) status = exec_sql(db, db->conn, "PRAGMA foreign_keys = ON", "cannot configure");
   if (!status) status = migrate(db);

@@ -483,6 +483,38 @@ Test(runlog, heartbeat_thread_touches_open_runs) {
 
 // ---------------------------------------------------------------- concurrency
 
+// Several processes creating one new database at once: the switch to WAL must wait for the
+// others, not fail with "database is locked" (SQLite gives no busy-handler wait there).
+Test(runlog, simultaneous_creators_of_a_new_database) {
+  enum { OPENERS = 8, ROUNDS = 15 };
+  for (int round = 0; round < ROUNDS; round++) {
+    snprintf(db_path, sizeof db_path, "%s/new-%d.db", test_dir, round);
+    int gate[2];
+    cr_assert_eq(pipe(gate), 0);
+    pid_t children[OPENERS];
+    for (int i = 0; i < OPENERS; i++) {
+      children[i] = fork();
+      if (children[i] == 0) {
+        char go;
+        close(gate[1]);
+        if (read(gate[0], &go, 1) != 0) _exit(20);  // released together when the pipe closes
+        herd_runlog *db = NULL;
+        int status = herd_runlog_open(&db, db_path, HERD_RUNLOG_CREATE);
+        herd_runlog_close(db);
+        _exit(status == HERD_OK ? 0 : 1);
+      }
+    }
+    close(gate[0]);
+    close(gate[1]);
+    for (int i = 0; i < OPENERS; i++) {
+      int status;
+      waitpid(children[i], &status, 0);
+      cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "round %d: opener %d failed", round,
+                i);
+    }
+  }
+}
+
 enum { WRITERS = 4, POINTS_PER_WRITER = 20000 };
 
 static void write_points(int writer) {
