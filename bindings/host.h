@@ -1,5 +1,6 @@
 // defines: herd_open_libraries, herd_docall, herd_report, herd_install_interrupt,
-//          herd_interrupted, herd_repl_run, luaopen_herd_core, herd_lua_dir
+//          herd_interrupted, herd_repl_run, luaopen_herd_core, luaopen_herd_tensor_core,
+//          herd_lua_dir
 //
 // The host program's shared pieces: bindings/herd.c (main, argument handling), bindings/repl.c
 // (the interactive loop), bindings/lhost.c (calling Lua safely, Ctrl-C), bindings/lrunlog.c
@@ -29,5 +30,6 @@ int herd_interrupted(void);
 int herd_repl_run(lua_State *L);
 
 int luaopen_herd_core(lua_State *L);
+int luaopen_herd_tensor_core(lua_State *L);
 
 #endif

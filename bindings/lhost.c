@@ -51,6 +51,8 @@ void herd_open_libraries(lua_State *L) {
   lua_getfield(L, -1, "preload");
   lua_pushcfunction(L, luaopen_herd_core);
   lua_setfield(L, -2, "herd.core");
+  lua_pushcfunction(L, luaopen_herd_tensor_core);
+  lua_setfield(L, -2, "herd.tensor_core");
   lua_pop(L, 2);
 }
 

@@ -12,7 +12,7 @@ local herd = {
 }
 
 -- Modules loaded on first use, so `require "herd"` stays cheap.
-local lazy = { pretty = "herd.pretty", plot = "herd.plot", cli = "herd.cli" }
+local lazy = { pretty = "herd.pretty", plot = "herd.plot", cli = "herd.cli", tensor = "herd.tensor" }
 setmetatable(herd, {
   __index = function(t, key)
     local module = lazy[key]
