@@ -31,5 +31,7 @@ int herd_repl_run(lua_State *L);
 
 int luaopen_herd_core(lua_State *L);
 int luaopen_herd_tensor_core(lua_State *L);
+int luaopen_herd_model_core(lua_State *L);
+int luaopen_herd_tokenizer_core(lua_State *L);
 
 #endif

@@ -53,6 +53,10 @@ void herd_open_libraries(lua_State *L) {
   lua_setfield(L, -2, "herd.core");
   lua_pushcfunction(L, luaopen_herd_tensor_core);
   lua_setfield(L, -2, "herd.tensor_core");
+  lua_pushcfunction(L, luaopen_herd_model_core);
+  lua_setfield(L, -2, "herd.model_core");
+  lua_pushcfunction(L, luaopen_herd_tokenizer_core);
+  lua_setfield(L, -2, "herd.tokenizer_core");
   lua_pop(L, 2);
 }
 

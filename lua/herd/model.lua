@@ -1,0 +1,123 @@
+-- herd.model: Llama 2 models from Lua (the C side is bindings/lmodel.c over runtime/model.c).
+--
+--   local herd = require "herd"
+--   local m = herd.model.new(herd.model.reference_config, { batch = 8, seed = 1 })
+--   local loss, grad_norm = m:step({ tokens = {{1, 2, 3}}, targets = {{2, 3, -1}} },
+--                                  { lr = 3e-4 })
+--   local samples = m:generate{ prompts = {{1, 5, 9}}, k = 4, temperature = 0.8, max_new = 32 }
+--   m:save("ckpt/toy")                     -- a Hugging Face directory; herd.model.load reads it
+local core = require "herd.model_core"
+local tensor = require "herd.tensor"
+
+local M = {}
+local methods = core.metatable.__index
+
+-- The reference model of the benchmarks and the toy world (issue 5).
+M.reference_config = {
+  dim = 288, n_layers = 6, n_heads = 6, n_kv_heads = 2, hidden_dim = 768,
+  vocab_size = 4096, max_seq_len = 256, norm_eps = 1e-5, rope_theta = 10000,
+}
+
+local function random_seed()
+  return math.random(0, 2147483647)
+end
+
+-- herd.model.new(config, { batch = 8, seq = config.max_seq_len, seed = ... })
+function M.new(config, opts)
+  opts = opts or {}
+  if type(config) ~= "table" then error("herd.model.new: expected a config table", 2) end
+  return core.new(config, opts.batch or 8, opts.seq or config.max_seq_len or 0,
+    opts.seed or random_seed())
+end
+
+-- herd.model.load(dir, { batch =, seq = }) -> model, training state (or nil)
+function M.load(dir, opts)
+  opts = opts or {}
+  return core.load(dir, opts.batch or 8, opts.seq or 0)
+end
+
+local function to_tensor(value, dtype)
+  if value == nil or tensor.is_tensor(value) then return value end
+  return tensor.from(value, dtype)
+end
+
+-- A batch table for the C side: nested tables become tensors of the right dtype.
+function M.batch(fields)
+  if fields.tokens == nil then error("batch.tokens is required", 3) end
+  local batch = {}
+  for key, value in pairs(fields) do batch[key] = value end
+  batch.tokens = to_tensor(fields.tokens, "i32")
+  batch.positions = to_tensor(fields.positions, "i32")
+  batch.segments = to_tensor(fields.segments, "i32")
+  batch.targets = to_tensor(fields.targets, "i32")
+  batch.weights = to_tensor(fields.weights, "f32")
+  batch.score_positions = to_tensor(fields.score_positions, "i32")
+  batch.dscores = to_tensor(fields.dscores, "f32")
+  return batch
+end
+
+local c_forward, c_backward, c_logprobs = methods.forward, methods.backward, methods.logprobs
+
+function methods:forward(batch) return c_forward(self, M.batch(batch)) end
+function methods:backward(batch) return c_backward(self, M.batch(batch)) end
+function methods:logprobs(batch) return c_logprobs(self, M.batch(batch)) end
+
+-- The logits of the last forward as a (B,T,V) tensor.
+function methods:logits(batch)
+  local shape = (tensor.is_tensor(batch.tokens) and batch.tokens or tensor.from(batch.tokens, "i32")):shape()
+  return self:_logits(shape[1], shape[2])
+end
+
+function methods:scores(batch)
+  local positions = batch.score_positions
+  local n = tensor.is_tensor(positions) and positions:numel() or #positions
+  return self:_scores(n)
+end
+
+-- One training step: zero_grad, forward, backward, AdamW update. Returns loss, grad norm.
+function methods:step(batch, opt)
+  local prepared = M.batch(batch)
+  self:zero_grad()
+  local loss = c_forward(self, prepared)
+  c_backward(self, prepared)
+  local grad_norm = self:update(opt)
+  return loss, grad_norm
+end
+
+-- m:freeze{ trunk = true } / m:freeze{ lm_head = true }: frozen parts get no gradient or update.
+function methods:freeze(parts)
+  parts = parts or {}
+  self:_set_trainable(not parts.trunk, not parts.lm_head, not parts.scalar_head)
+end
+
+-- m:generate{ prompts = {{ids...}, ...}, k = 1, temperature = 1, top_p = 1, top_k = 0,
+--             max_new = 64, seed = n | seeds = {...}, stop = {ids...} }
+-- -> { { tokens =, logprobs =, prompt = p, sample = j, seed = s }, ... }
+function methods:generate(opts)
+  local prompts = opts.prompts or error("generate: prompts is required", 2)
+  local k = opts.k or 1
+  local n = #prompts * k
+  local seeds = opts.seeds
+  if not seeds then
+    local base = opts.seed or random_seed()
+    seeds = {}
+    for i = 1, n do seeds[i] = base * 1000003 + i end  -- distinct streams, reproducible from base
+  end
+  local results = self:_generate(prompts, k, opts.temperature or 1.0, opts.top_p or 1.0,
+    opts.top_k or 0, opts.max_new or 64, seeds, opts.stop)
+  for i, sample in ipairs(results) do
+    sample.prompt = (i - 1) // k + 1
+    sample.sample = (i - 1) % k + 1
+    sample.seed = seeds[i]
+  end
+  return results
+end
+
+function core.metatable.__tostring(m)
+  local count = m:params()
+  local c = m:config()
+  return string.format("herd.Model (dim %d, %d layers, %d heads, %d kv heads, vocab %d; %.2fM params)",
+    c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, count / 1e6)
+end
+
+return M

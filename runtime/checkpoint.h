@@ -1,0 +1,38 @@
+// defines: herd_train_state, herd_checkpoint_read_config, herd_checkpoint_load,
+//          herd_checkpoint_save
+//
+// Checkpoints in the Hugging Face layout, so `transformers` reads what herd writes and herd
+// reads a real Llama-2-7b-hf directory with no conversion step:
+//   config.json              LlamaConfig field names (hidden_size, intermediate_size, ...)
+//   model.safetensors        HF tensor names; or model-0000N-of-0000M.safetensors shards with
+//                            model.safetensors.index.json; f32/bf16/f16 converted on load
+//   training_state.safetensors + training_state.json   (optional) AdamW moments, step, RNG,
+//                            data position: training resumes exactly
+// Writes are atomic: each file goes to a temporary name, is fsynced, then renamed.
+#ifndef HERD_CHECKPOINT_H
+#define HERD_CHECKPOINT_H
+
+#include <stdint.h>
+
+#include "model.h"
+
+typedef struct herd_train_state {
+  int64_t step;           // optimizer steps taken
+  uint64_t rng_seed;      // the trainer's Philox stream
+  uint64_t rng_offset;
+  int64_t data_position;  // where the trainer is in its data
+} herd_train_state;
+
+// config.json of `dir` into a herd config. Unknown or unsupported fields (e.g. rope_scaling,
+// a model_type other than llama) are an error naming the field; fields herd ignores
+// (torch_dtype, bos_token_id, ...) are listed in checkpoint.c.
+int herd_checkpoint_read_config(const char *dir, herd_model_config *config);
+// A model from `dir` with activations for (max_batch, max_seq). With `state` non-NULL and a
+// training state present, the AdamW moments and step are restored and *state filled
+// (*has_state set to 1; 0 when the directory has none).
+int herd_checkpoint_load(const char *dir, herd_model **out, int max_batch, int max_seq,
+                         herd_train_state *state, int *has_state);
+// Writes `dir` (created if missing; files replaced atomically). `state` NULL: weights only.
+int herd_checkpoint_save(const char *dir, herd_model *model, const herd_train_state *state);
+
+#endif

@@ -1,0 +1,640 @@
+// The Llama 2 model on the CPU kernels: one parameter buffer, one gradient buffer, AdamW moments
+// with the same layout, and activations sized once for (max_batch, max_seq). Notation in shape
+// comments: B batch rows, T tokens per row, N = B*T, C dim, H heads, KVH kv heads, D head dim,
+// KVD = KVH*D, F hidden dim, V vocabulary, L layers.
+#include "model.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.h"
+#include "error.h"
+#include "ops.h"
+#include "rng.h"
+#include "threads.h"
+
+// The activations of one forward pass, kept for the backward pass. Per-layer tensors are
+// stacked with a stride of the allocated maximum (max N rows), not of the current batch.
+typedef struct acts {
+  float *resid;    // (L+1, N, C) input of each layer; resid[L] is the trunk's output
+  float *mid;      // (L, N, C) residual after attention (input of the MLP norm)
+  float *ln1;      // (L, N, C) attention-normed input
+  float *rstd1;    // (L, N)
+  float *q;        // (L, N, H, D) after rotary embedding
+  float *k;        // (L, N, KVH, D) after rotary embedding
+  float *v;        // (L, N, KVH, D)
+  float *att;      // (L, N, H, D) attention output
+  float *lse;      // (L, B, H, T)
+  float *ln2;      // (L, N, C) MLP-normed residual
+  float *rstd2;    // (L, N)
+  float *gate;     // (L, N, F) gate projection (pre-activation)
+  float *up;       // (L, N, F) up projection
+  float *swi;      // (L, N, F) silu(gate) * up
+  float *xf;       // (N, C) final-normed trunk output
+  float *rstdf;    // (N)
+  float *logits;   // (N, V)
+  float *scores;   // (N) scalar head outputs (at most N per batch)
+  float *losses;   // (N) weighted NLL per token
+  float *weights;  // (N) loss weights when the batch gives none
+  int32_t *pos;    // (N) default positions 0..T-1 per row
+  // Scratch, shared by forward and backward.
+  float *dresid;   // (N, C) gradient of the residual stream
+  float *dxf;      // (N, C)
+  float *dln;      // (N, C)
+  float *datt;     // (N, C)
+  float *dq;       // (N, C); forward: q before rotation
+  float *dk;       // (N, KVD); forward: k before rotation
+  float *dv;       // (N, KVD)
+  float *dqpre;    // (N, C); forward: projection outputs before the residual add
+  float *dkpre;    // (N, KVD)
+  float *dgate;    // (N, F)
+  float *dup;      // (N, F)
+  float *dswi;     // (N, F)
+  float *dlogits;  // (N, V)
+} acts;
+
+// One parameter tensor of the buffer: where it lives, whether it decays, which group it is in.
+enum group { TRUNK, LM_HEAD, SCORE };
+typedef struct tensor_info {
+  size_t offset, size;
+  int decay;
+  enum group group;
+} tensor_info;
+
+enum { N_TENSORS = 13 };
+
+struct herd_model {
+  herd_model_config config;
+  int max_batch, max_seq;
+  size_t n_params;
+  float *params, *grads, *m, *v;  // (n_params) each
+  herd_model_params p, g;
+  tensor_info tensors[N_TENSORS];
+  int n_tensors;
+  int train[3];  // by group
+  int64_t steps;
+  float *act_memory;
+  size_t act_bytes;
+  acts a;
+  int fwd_b, fwd_t;  // shape of the last forward usable by backward (0: none)
+  int fwd_targets;   // the last forward had targets
+  float fwd_scale;   // its effective loss scale
+};
+
+// ---------------------------------------------------------------- config
+
+static int head_dim(const herd_model_config *c) {
+  return c->dim / c->n_heads;
+}
+
+int herd_model_config_check(const herd_model_config *c) {
+  if (!c) return herd_seterr(HERD_EINVAL, "config: NULL");
+  struct {
+    const char *name;
+    int value;
+  } sizes[] = {{"dim", c->dim},
+               {"n_layers", c->n_layers},
+               {"n_heads", c->n_heads},
+               {"n_kv_heads", c->n_kv_heads},
+               {"hidden_dim", c->hidden_dim},
+               {"vocab_size", c->vocab_size},
+               {"max_seq_len", c->max_seq_len}};
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+    if (sizes[i].value < 1)
+      return herd_seterr(HERD_EINVAL, "config: %s = %d must be >= 1", sizes[i].name,
+                         sizes[i].value);
+  if (c->dim % c->n_heads)
+    return herd_seterr(HERD_EINVAL, "config: n_heads = %d does not divide dim = %d", c->n_heads,
+                       c->dim);
+  if (c->n_heads % c->n_kv_heads)
+    return herd_seterr(HERD_EINVAL, "config: n_kv_heads = %d does not divide n_heads = %d",
+                       c->n_kv_heads, c->n_heads);
+  if (head_dim(c) % 2)
+    return herd_seterr(HERD_EINVAL, "config: head_dim = dim / n_heads = %d must be even",
+                       head_dim(c));
+  if (!(c->norm_eps > 0) || !isfinite(c->norm_eps))
+    return herd_seterr(HERD_EINVAL, "config: norm_eps = %g must be > 0", (double)c->norm_eps);
+  if (!(c->rope_theta > 0) || !isfinite(c->rope_theta))
+    return herd_seterr(HERD_EINVAL, "config: rope_theta = %g must be > 0", (double)c->rope_theta);
+  struct {
+    const char *name;
+    int value;
+  } flags[] = {{"tie_embeddings", c->tie_embeddings},
+               {"lm_head", c->lm_head},
+               {"scalar_head", c->scalar_head}};
+  for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
+    if (flags[i].value != 0 && flags[i].value != 1)
+      return herd_seterr(HERD_EINVAL, "config: %s = %d must be 0 or 1", flags[i].name,
+                         flags[i].value);
+  if (c->tie_embeddings && !c->lm_head)
+    return herd_seterr(HERD_EINVAL, "config: tie_embeddings = 1 needs lm_head = 1");
+  if (!c->lm_head && !c->scalar_head)
+    return herd_seterr(HERD_EINVAL, "config: lm_head and scalar_head are both 0 (no output)");
+  return HERD_OK;
+}
+
+// Fills the tensor table in buffer order; returns the parameter count.
+static size_t layout(const herd_model_config *c, tensor_info *t, int *count) {
+  size_t C = (size_t)c->dim, L = (size_t)c->n_layers, V = (size_t)c->vocab_size;
+  size_t KVD = (size_t)c->n_kv_heads * (size_t)head_dim(c), F = (size_t)c->hidden_dim;
+  size_t sizes[N_TENSORS] = {V * C,
+                             L * C,
+                             L * C * C,
+                             L * KVD * C,
+                             L * KVD * C,
+                             L * C * C,
+                             L * C,
+                             L * F * C,
+                             L * F * C,
+                             L * C * F,
+                             C,
+                             c->lm_head && !c->tie_embeddings ? V * C : 0,
+                             c->scalar_head ? C : 0};
+  static const int decay[N_TENSORS] = {1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1, 1};
+  size_t off = 0;
+  for (int i = 0; i < N_TENSORS; i++) {
+    t[i] = (tensor_info){off, sizes[i], decay[i], i == 11 ? LM_HEAD : i == 12 ? SCORE : TRUNK};
+    off += sizes[i];
+  }
+  *count = N_TENSORS;
+  return off;
+}
+
+size_t herd_model_param_count(const herd_model_config *config) {
+  if (herd_model_config_check(config)) return 0;
+  tensor_info t[N_TENSORS];
+  int count;
+  return layout(config, t, &count);
+}
+
+static void slice(herd_model_params *s, float *base, const herd_model *m) {
+  float **fields[N_TENSORS] = {&s->embed,      &s->attn_norm, &s->wq,     &s->wk,   &s->wv,
+                               &s->wo,         &s->mlp_norm,  &s->w_gate, &s->w_up, &s->w_down,
+                               &s->final_norm, &s->lm_head,   &s->score};
+  for (int i = 0; i < N_TENSORS; i++)
+    *fields[i] = m->tensors[i].size ? base + m->tensors[i].offset : NULL;
+  if (m->config.tie_embeddings) s->lm_head = s->embed;
+}
+
+// ---------------------------------------------------------------- lifetime
+
+int herd_model_new(herd_model **out, const herd_model_config *config, int max_batch, int max_seq) {
+  *out = NULL;
+  int rc = herd_model_config_check(config);
+  if (rc) return rc;
+  if (max_batch < 1 || max_seq < 1 || (int64_t)max_batch * max_seq > INT_MAX / 4)
+    return herd_seterr(HERD_EINVAL, "model_new: bad activation size max_batch=%d max_seq=%d",
+                       max_batch, max_seq);
+  herd_model *m = calloc(1, sizeof *m);
+  if (!m) return herd_seterr(HERD_ENOMEM, "model_new: out of memory");
+  m->config = *config;
+  m->max_batch = max_batch, m->max_seq = max_seq;
+  m->n_params = layout(config, m->tensors, &m->n_tensors);
+  m->train[TRUNK] = m->train[LM_HEAD] = m->train[SCORE] = 1;
+  size_t np = m->n_params;
+  m->params = calloc(np, sizeof(float));
+  m->grads = calloc(np, sizeof(float));
+  m->m = calloc(np, sizeof(float));
+  m->v = calloc(np, sizeof(float));
+
+  size_t C = (size_t)config->dim, L = (size_t)config->n_layers, H = (size_t)config->n_heads;
+  size_t KVD = (size_t)config->n_kv_heads * (size_t)head_dim(config);
+  size_t F = (size_t)config->hidden_dim, V = (size_t)config->vocab_size;
+  size_t N = (size_t)max_batch * (size_t)max_seq;
+  // Sizes in floats, in the order of the acts struct (pos is int32_t, also 4 bytes).
+  size_t sizes[] = {(L + 1) * N * C, L * N * C, L * N * C, L * N, L * N * C, L * N * KVD,
+                    L * N * KVD, L * N * C, L * N * H, L * N * C, L * N, L * N * F, L * N * F,
+                    L * N * F, N * C, N, N * V, N, N, N, N,
+                    // scratch
+                    N * C, N * C, N * C, N * C, N * C, N * KVD, N * KVD, N * C, N * KVD, N * F,
+                    N * F, N * F, N * V};
+  float **ptrs[] = {
+      &m->a.resid,  &m->a.mid,   &m->a.ln1,    &m->a.rstd1,  &m->a.q,      &m->a.k,       &m->a.v,
+      &m->a.att,    &m->a.lse,   &m->a.ln2,    &m->a.rstd2,  &m->a.gate,   &m->a.up,      &m->a.swi,
+      &m->a.xf,     &m->a.rstdf, &m->a.logits, &m->a.scores, &m->a.losses, &m->a.weights, NULL,
+      &m->a.dresid, &m->a.dxf,   &m->a.dln,    &m->a.datt,   &m->a.dq,     &m->a.dk,      &m->a.dv,
+      &m->a.dqpre,  &m->a.dkpre, &m->a.dgate,  &m->a.dup,    &m->a.dswi,   &m->a.dlogits};
+  enum { N_ACTS = sizeof sizes / sizeof *sizes };
+  _Static_assert(sizeof ptrs / sizeof *ptrs == N_ACTS, "activation table");
+  _Static_assert(sizeof(int32_t) == sizeof(float), "positions share the float arena");
+  if (!config->lm_head) sizes[16] = sizes[N_ACTS - 1] = 0;  // no logits
+  size_t total = 0;
+  for (int i = 0; i < N_ACTS; i++) total += sizes[i];
+  m->act_memory = calloc(total, sizeof(float));
+  m->act_bytes = total * sizeof(float);
+  if (!m->params || !m->grads || !m->m || !m->v || !m->act_memory) {
+    herd_model_free(m);
+    return herd_seterr(HERD_ENOMEM,
+                       "model_new: out of memory (%zu parameters, %zu activation "
+                       "bytes)",
+                       np, total * sizeof(float));
+  }
+  float *cursor = m->act_memory;
+  for (int i = 0; i < N_ACTS; i++) {
+    if (ptrs[i])
+      *ptrs[i] = sizes[i] ? cursor : NULL;
+    else
+      m->a.pos = (int32_t *)(void *)cursor;
+    cursor += sizes[i];
+  }
+  slice(&m->p, m->params, m);
+  slice(&m->g, m->grads, m);
+  *out = m;
+  return HERD_OK;
+}
+
+void herd_model_free(herd_model *model) {
+  if (!model) return;
+  free(model->params);
+  free(model->grads);
+  free(model->m);
+  free(model->v);
+  free(model->act_memory);
+  free(model);
+}
+
+void herd_model_init(herd_model *model, uint64_t seed) {
+  for (int i = 0; i < model->n_tensors; i++) {
+    const tensor_info *t = &model->tensors[i];
+    float *w = model->params + t->offset;
+    if (!t->decay) {  // RMSNorm weights
+      for (size_t j = 0; j < t->size; j++) w[j] = 1.0f;
+      continue;
+    }
+    // Counters = buffer offsets: every element draws from its own Philox counter.
+    herd_rng_normal(w, (int64_t)t->size, seed, t->offset);
+    for (size_t j = 0; j < t->size; j++) w[j] *= 0.02f;
+  }
+  memset(model->grads, 0, model->n_params * sizeof(float));
+  memset(model->m, 0, model->n_params * sizeof(float));
+  memset(model->v, 0, model->n_params * sizeof(float));
+  model->steps = 0;
+  model->fwd_b = 0;
+}
+
+// ---------------------------------------------------------------- accessors
+
+const herd_model_config *herd_model_get_config(const herd_model *model) {
+  return &model->config;
+}
+
+float *herd_model_param_buffer(herd_model *model, size_t *n) {
+  if (n) *n = model->n_params;
+  return model->params;
+}
+
+float *herd_model_grad_buffer(herd_model *model, size_t *n) {
+  if (n) *n = model->n_params;
+  return model->grads;
+}
+
+void herd_model_param_slices(herd_model *model, herd_model_params *params,
+                             herd_model_params *grads) {
+  if (params) *params = model->p;
+  if (grads) *grads = model->g;
+}
+
+size_t herd_model_activation_bytes(const herd_model *model) {
+  return model->act_bytes;
+}
+
+void herd_model_set_trainable(herd_model *model, int trunk, int lm_head, int scalar_head) {
+  int want[3] = {trunk != 0, lm_head != 0, scalar_head != 0};
+  for (int i = 0; i < model->n_tensors; i++) {
+    const tensor_info *t = &model->tensors[i];
+    if (!want[t->group]) memset(model->grads + t->offset, 0, t->size * sizeof(float));
+  }
+  memcpy(model->train, want, sizeof want);
+}
+
+const float *herd_model_logits(const herd_model *model) {
+  return model->a.logits;
+}
+
+const float *herd_model_scores(const herd_model *model) {
+  return model->a.scores;
+}
+
+int64_t herd_model_step_count(const herd_model *model) {
+  return model->steps;
+}
+
+float *herd_model_adam_moments(herd_model *model, float **second) {
+  if (second) *second = model->v;
+  return model->m;
+}
+
+void herd_model_set_step_count(herd_model *model, int64_t steps) {
+  model->steps = steps;
+}
+
+void herd_model_zero_grad(herd_model *model) {
+  memset(model->grads, 0, model->n_params * sizeof(float));
+}
+
+// ---------------------------------------------------------------- forward
+
+static int check_batch(const herd_model *m, const herd_batch *bt) {
+  const herd_model_config *c = &m->config;
+  if (!bt || !bt->tokens) return herd_seterr(HERD_EINVAL, "batch: no tokens");
+  if (bt->b < 1 || bt->t < 1 || bt->b > m->max_batch || bt->t > m->max_seq)
+    return herd_seterr(HERD_EINVAL,
+                       "batch: shape b=%d t=%d outside the allocated max_batch=%d max_seq=%d",
+                       bt->b, bt->t, m->max_batch, m->max_seq);
+  int n = bt->b * bt->t;
+  for (int i = 0; i < n; i++)
+    if (bt->tokens[i] < 0 || bt->tokens[i] >= c->vocab_size)
+      return herd_seterr(HERD_EINVAL, "batch: tokens[%d] = %d is outside [0, vocab_size = %d)", i,
+                         (int)bt->tokens[i], c->vocab_size);
+  if (bt->positions)
+    for (int i = 0; i < n; i++)
+      if (bt->positions[i] < 0 || bt->positions[i] >= c->max_seq_len)
+        return herd_seterr(HERD_EINVAL,
+                           "batch: positions[%d] = %d is outside [0, max_seq_len = %d)", i,
+                           (int)bt->positions[i], c->max_seq_len);
+  if (!bt->positions && bt->t > c->max_seq_len)
+    return herd_seterr(HERD_EINVAL, "batch: t = %d exceeds max_seq_len = %d", bt->t,
+                       c->max_seq_len);
+  if (bt->targets) {
+    if (!c->lm_head) return herd_seterr(HERD_EINVAL, "batch: targets given but no lm_head");
+    for (int i = 0; i < n; i++)
+      if (bt->targets[i] < -1 || bt->targets[i] >= c->vocab_size)
+        return herd_seterr(HERD_EINVAL, "batch: targets[%d] = %d is outside [-1, vocab_size = %d)",
+                           i, (int)bt->targets[i], c->vocab_size);
+  }
+  if (bt->n_scores < 0 || bt->n_scores > n)
+    return herd_seterr(HERD_EINVAL, "batch: n_scores = %d outside [0, b*t = %d]", bt->n_scores, n);
+  if (bt->n_scores) {
+    if (!c->scalar_head)
+      return herd_seterr(HERD_EINVAL, "batch: n_scores = %d but no scalar_head", bt->n_scores);
+    if (!bt->score_positions) return herd_seterr(HERD_EINVAL, "batch: no score_positions");
+    for (int i = 0; i < bt->n_scores; i++)
+      if (bt->score_positions[i] < 0 || bt->score_positions[i] >= n)
+        return herd_seterr(HERD_EINVAL, "batch: score_positions[%d] = %d is outside [0, %d)", i,
+                           (int)bt->score_positions[i], n);
+  }
+  if (!isfinite(bt->loss_scale)) return herd_seterr(HERD_EINVAL, "batch: loss_scale is not finite");
+  return HERD_OK;
+}
+
+// Runs the trunk, the final norm, the LM head (when present) and the scalar head.
+static void forward_pass(herd_model *m, const herd_batch *bt) {
+  const herd_model_config *c = &m->config;
+  acts *a = &m->a;
+  const herd_model_params *p = &m->p;
+  int B = bt->b, T = bt->t, N = B * T, C = c->dim, L = c->n_layers, H = c->n_heads;
+  int KVH = c->n_kv_heads, D = head_dim(c), KVD = KVH * D, F = c->hidden_dim;
+  size_t NM = (size_t)m->max_batch * m->max_seq;  // per-layer stride in rows
+  const int32_t *pos = bt->positions;
+  if (!pos) {
+    for (int i = 0; i < N; i++) a->pos[i] = i % T;
+    pos = a->pos;
+  }
+  herd_cpu_embedding_forward(a->resid, bt->tokens, p->embed, N, c->vocab_size, C);  // (N,C)
+  for (int l = 0; l < L; l++) {
+    const float *x = a->resid + l * NM * C;  // (N,C)
+    float *ln1 = a->ln1 + l * NM * C, *rstd1 = a->rstd1 + l * NM;
+    float *q = a->q + l * NM * C, *k = a->k + l * NM * KVD, *v = a->v + l * NM * KVD;
+    float *att = a->att + l * NM * C, *lse = a->lse + l * NM * H;
+    float *mid = a->mid + l * NM * C, *ln2 = a->ln2 + l * NM * C, *rstd2 = a->rstd2 + l * NM;
+    float *gate = a->gate + l * NM * F, *up = a->up + l * NM * F, *swi = a->swi + l * NM * F;
+    float *next = a->resid + (l + 1) * NM * C;
+    herd_cpu_rmsnorm_forward(ln1, rstd1, x, p->attn_norm + (size_t)l * C, N, C, c->norm_eps);
+    herd_cpu_linear_forward(a->dq, ln1, p->wq + (size_t)l * C * C, NULL, N, C, C);
+    herd_cpu_linear_forward(a->dk, ln1, p->wk + (size_t)l * KVD * C, NULL, N, C, KVD);
+    herd_cpu_linear_forward(v, ln1, p->wv + (size_t)l * KVD * C, NULL, N, C, KVD);
+    herd_cpu_rope_forward(q, a->dq, pos, N, H, D, c->rope_theta);
+    herd_cpu_rope_forward(k, a->dk, pos, N, KVH, D, c->rope_theta);
+    herd_cpu_attention_forward(att, lse, q, k, v, bt->segments, B, T, H, KVH, D);
+    herd_cpu_linear_forward(a->dqpre, att, p->wo + (size_t)l * C * C, NULL, N, C, C);
+    herd_cpu_add(mid, x, a->dqpre, (int64_t)N * C);
+    herd_cpu_rmsnorm_forward(ln2, rstd2, mid, p->mlp_norm + (size_t)l * C, N, C, c->norm_eps);
+    herd_cpu_linear_forward(gate, ln2, p->w_gate + (size_t)l * F * C, NULL, N, C, F);
+    herd_cpu_linear_forward(up, ln2, p->w_up + (size_t)l * F * C, NULL, N, C, F);
+    herd_cpu_swiglu_forward(swi, gate, up, (int64_t)N * F);
+    herd_cpu_linear_forward(a->dqpre, swi, p->w_down + (size_t)l * C * F, NULL, N, F, C);
+    herd_cpu_add(next, mid, a->dqpre, (int64_t)N * C);
+  }
+  herd_cpu_rmsnorm_forward(a->xf, a->rstdf, a->resid + L * NM * C, p->final_norm, N, C,
+                           c->norm_eps);
+  if (c->lm_head) herd_cpu_linear_forward(a->logits, a->xf, p->lm_head, NULL, N, C, c->vocab_size);
+  if (bt->n_scores)
+    herd_cpu_scalar_head_forward(a->scores, a->xf, p->score, 0.0f, bt->score_positions,
+                                 bt->n_scores, N, C);
+}
+
+// The loss weights of a batch: its own, or 1 where target >= 0.
+static const float *loss_weights(herd_model *m, const herd_batch *bt) {
+  if (bt->weights) return bt->weights;
+  int n = bt->b * bt->t;
+  for (int i = 0; i < n; i++) m->a.weights[i] = bt->targets[i] >= 0 ? 1.0f : 0.0f;
+  return m->a.weights;
+}
+
+int herd_model_forward(herd_model *model, const herd_batch *batch, float *loss) {
+  model->fwd_b = 0;
+  int rc = check_batch(model, batch);
+  if (rc) return rc;
+  forward_pass(model, batch);
+  int n = batch->b * batch->t;
+  float result = 0;
+  if (batch->targets) {
+    float scale = batch->loss_scale;
+    if (scale == 0) {
+      int count = 0;
+      for (int i = 0; i < n; i++) count += batch->targets[i] >= 0;
+      scale = count ? 1.0f / (float)count : 0.0f;
+    }
+    rc = herd_cpu_weighted_nll(model->a.losses, NULL, model->a.logits, batch->targets,
+                               loss_weights(model, batch), 1.0f, n, model->config.vocab_size);
+    if (rc) return rc;
+    result = (float)(scale * herd_cpu_sum(model->a.losses, n));
+    model->fwd_scale = scale;
+  }
+  if (loss) *loss = result;
+  if (!isfinite(result))
+    return herd_seterr(HERD_EINVAL, "step %lld: loss is %s", (long long)model->steps + 1,
+                       isnan(result) ? "nan" : "inf");
+  model->fwd_b = batch->b, model->fwd_t = batch->t;
+  model->fwd_targets = batch->targets != NULL;
+  return HERD_OK;
+}
+
+// ---------------------------------------------------------------- backward
+
+int herd_model_backward(herd_model *model, const herd_batch *batch) {
+  if (!batch || model->fwd_b != batch->b || model->fwd_t != batch->t ||
+      model->fwd_targets != (batch->targets != NULL))
+    return herd_seterr(HERD_ESTATE, "backward: no successful forward of this batch");
+  if (batch->n_scores && !batch->dscores)
+    return herd_seterr(HERD_EINVAL, "backward: n_scores = %d but no dscores", batch->n_scores);
+  const herd_model_config *c = &model->config;
+  acts *a = &model->a;
+  const herd_model_params *p = &model->p;
+  const herd_model_params *g = &model->g;
+  int B = batch->b, T = batch->t, N = B * T, C = c->dim, L = c->n_layers, H = c->n_heads;
+  int KVH = c->n_kv_heads, D = head_dim(c), KVD = KVH * D, F = c->hidden_dim, V = c->vocab_size;
+  size_t NM = (size_t)model->max_batch * model->max_seq;
+  int trunk = model->train[TRUNK];
+  // The tied LM head is the embedding table: a trunk parameter.
+  float *dlm =
+      c->tie_embeddings ? (trunk ? g->embed : NULL) : (model->train[LM_HEAD] ? g->lm_head : NULL);
+  float *dscore = model->train[SCORE] ? g->score : NULL;
+  int lm = batch->targets != NULL, sc = batch->n_scores > 0;
+  if (!lm && !sc) return HERD_OK;
+
+  // Heads: dxf (N,C).
+  memset(a->dxf, 0, (size_t)N * C * sizeof(float));
+  if (lm) {
+    int rc = herd_cpu_weighted_nll(a->losses, a->dlogits, a->logits, batch->targets,
+                                   loss_weights(model, batch), model->fwd_scale, N, V);
+    if (rc) return rc;
+    herd_cpu_linear_backward(trunk ? a->dxf : NULL, dlm, NULL, a->dlogits, a->xf, p->lm_head, N, C,
+                             V);
+  }
+  if (sc)
+    herd_cpu_scalar_head_backward(trunk ? a->dxf : NULL, dscore, NULL, batch->dscores, a->xf,
+                                  p->score, batch->score_positions, batch->n_scores, C);
+  if (!trunk) return HERD_OK;
+
+  const int32_t *pos = batch->positions ? batch->positions : a->pos;
+  float *dres = a->dresid;  // (N,C) gradient of the residual stream, walking down the layers
+  memset(dres, 0, (size_t)N * C * sizeof(float));
+  herd_cpu_rmsnorm_backward(dres, g->final_norm, a->dxf, a->resid + L * NM * C, p->final_norm,
+                            a->rstdf, N, C);
+  for (int l = L - 1; l >= 0; l--) {
+    const float *x = a->resid + l * NM * C;
+    const float *ln1 = a->ln1 + l * NM * C, *rstd1 = a->rstd1 + l * NM;
+    const float *q = a->q + l * NM * C, *k = a->k + l * NM * KVD, *v = a->v + l * NM * KVD;
+    const float *att = a->att + l * NM * C, *lse = a->lse + l * NM * H;
+    const float *mid = a->mid + l * NM * C, *ln2 = a->ln2 + l * NM * C;
+    const float *rstd2 = a->rstd2 + l * NM;
+    const float *gate = a->gate + l * NM * F, *up = a->up + l * NM * F;
+    const float *swi = a->swi + l * NM * F;
+    size_t lc = (size_t)l * C, lcc = lc * C, lkc = (size_t)l * KVD * C, lfc = (size_t)l * F * C;
+
+    // MLP: next = mid + (silu(ln2 Wg^T) * (ln2 Wu^T)) Wd^T; dres holds d(next).
+    memset(a->dswi, 0, (size_t)N * F * sizeof(float));
+    herd_cpu_linear_backward(a->dswi, g->w_down + lfc, NULL, dres, swi, p->w_down + lfc, N, F, C);
+    memset(a->dgate, 0, (size_t)N * F * sizeof(float));
+    memset(a->dup, 0, (size_t)N * F * sizeof(float));
+    herd_cpu_swiglu_backward(a->dgate, a->dup, a->dswi, gate, up, (int64_t)N * F);
+    memset(a->dln, 0, (size_t)N * C * sizeof(float));
+    herd_cpu_linear_backward(a->dln, g->w_gate + lfc, NULL, a->dgate, ln2, p->w_gate + lfc, N, C,
+                             F);
+    herd_cpu_linear_backward(a->dln, g->w_up + lfc, NULL, a->dup, ln2, p->w_up + lfc, N, C, F);
+    herd_cpu_rmsnorm_backward(dres, g->mlp_norm + lc, a->dln, mid, p->mlp_norm + lc, rstd2, N,
+                              C);  // dres now holds d(mid)
+
+    // Attention: mid = x + attention(rope(ln1 Wq^T), rope(ln1 Wk^T), ln1 Wv^T) Wo^T.
+    memset(a->datt, 0, (size_t)N * C * sizeof(float));
+    herd_cpu_linear_backward(a->datt, g->wo + lcc, NULL, dres, att, p->wo + lcc, N, C, C);
+    memset(a->dq, 0, (size_t)N * C * sizeof(float));
+    memset(a->dk, 0, (size_t)N * KVD * sizeof(float));
+    memset(a->dv, 0, (size_t)N * KVD * sizeof(float));
+    herd_cpu_attention_backward(a->dq, a->dk, a->dv, a->datt, q, k, v, att, lse, batch->segments, B,
+                                T, H, KVH, D);
+    memset(a->dqpre, 0, (size_t)N * C * sizeof(float));
+    memset(a->dkpre, 0, (size_t)N * KVD * sizeof(float));
+    herd_cpu_rope_backward(a->dqpre, a->dq, pos, N, H, D, c->rope_theta);
+    herd_cpu_rope_backward(a->dkpre, a->dk, pos, N, KVH, D, c->rope_theta);
+    memset(a->dln, 0, (size_t)N * C * sizeof(float));
+    herd_cpu_linear_backward(a->dln, g->wq + lcc, NULL, a->dqpre, ln1, p->wq + lcc, N, C, C);
+    herd_cpu_linear_backward(a->dln, g->wk + lkc, NULL, a->dkpre, ln1, p->wk + lkc, N, C, KVD);
+    herd_cpu_linear_backward(a->dln, g->wv + lkc, NULL, a->dv, ln1, p->wv + lkc, N, C, KVD);
+    herd_cpu_rmsnorm_backward(dres, g->attn_norm + lc, a->dln, x, p->attn_norm + lc, rstd1, N,
+                              C);  // dres now holds d(x)
+  }
+  herd_cpu_embedding_backward(g->embed, dres, batch->tokens, N, C);
+  return HERD_OK;
+}
+
+// ---------------------------------------------------------------- optimizer
+
+int herd_model_step(herd_model *model, const herd_adamw *opt, float *grad_norm) {
+  long long step = (long long)model->steps + 1;
+  if (!opt) return herd_seterr(HERD_EINVAL, "step %lld: no optimizer settings", step);
+  struct {
+    const char *name;
+    float value;
+    int ok;
+  } checks[] = {{"lr", opt->lr, opt->lr >= 0},
+                {"beta1", opt->beta1, opt->beta1 >= 0 && opt->beta1 < 1},
+                {"beta2", opt->beta2, opt->beta2 >= 0 && opt->beta2 < 1},
+                {"eps", opt->eps, opt->eps > 0},
+                {"weight_decay", opt->weight_decay, opt->weight_decay >= 0},
+                {"grad_clip", opt->grad_clip, opt->grad_clip >= 0}};
+  for (size_t i = 0; i < sizeof checks / sizeof *checks; i++)
+    if (!checks[i].ok || !isfinite(checks[i].value))
+      return herd_seterr(HERD_EINVAL, "step %lld: adamw %s = %g is out of range", step,
+                         checks[i].name, (double)checks[i].value);
+
+  // Global norm over the trainable tensors, before clipping.
+  const float *arrays[N_TENSORS];
+  int64_t lengths[N_TENSORS];
+  int count = 0;
+  for (int i = 0; i < model->n_tensors; i++) {
+    const tensor_info *t = &model->tensors[i];
+    if (!model->train[t->group] || !t->size) continue;
+    arrays[count] = model->grads + t->offset;
+    lengths[count++] = (int64_t)t->size;
+  }
+  double norm = herd_cpu_global_norm(arrays, lengths, count);
+  if (grad_norm) *grad_norm = (float)norm;
+  if (!isfinite(norm))
+    return herd_seterr(HERD_EINVAL, "step %lld: gradient norm is %s", step,
+                       isnan(norm) ? "nan" : "inf");
+  float clip = opt->grad_clip > 0 && norm > opt->grad_clip ? (float)(opt->grad_clip / norm) : 1;
+
+  model->steps++;
+  float b1 = opt->beta1, b2 = opt->beta2, lr = opt->lr, eps = opt->eps;
+  float bc1 = (float)(1 - pow(b1, (double)model->steps));
+  float bc2 = (float)(1 - pow(b2, (double)model->steps));
+  int nt = herd_threads();
+  for (int i = 0; i < model->n_tensors; i++) {
+    const tensor_info *t = &model->tensors[i];
+    if (!model->train[t->group] || !t->size) continue;
+    float decay = t->decay ? lr * opt->weight_decay : 0.0f;
+    float *w = model->params + t->offset, *gr = model->grads + t->offset;
+    float *m1 = model->m + t->offset, *m2 = model->v + t->offset;
+    int64_t n = (int64_t)t->size;
+#pragma omp parallel for schedule(static) num_threads(nt) if (n >= 32768)
+    for (int64_t j = 0; j < n; j++) {
+      float gj = gr[j] * clip;
+      m1[j] = b1 * m1[j] + (1 - b1) * gj;
+      m2[j] = b2 * m2[j] + (1 - b2) * gj * gj;
+      float mhat = m1[j] / bc1, vhat = m2[j] / bc2;
+      w[j] -= decay * w[j];  // decoupled weight decay (PyTorch AdamW order)
+      w[j] -= lr * mhat / (sqrtf(vhat) + eps);
+    }
+  }
+  return HERD_OK;
+}
+
+float herd_lr_cosine(int64_t step, float max_lr, int64_t warmup, int64_t total, float floor) {
+  float min_lr = floor * max_lr;
+  if (warmup > 0 && step < warmup) return max_lr * (float)(step > 0 ? step : 0) / (float)warmup;
+  if (step >= total) return total > warmup ? min_lr : max_lr;
+  const double pi = 3.14159265358979323846;
+  double progress = (double)(step - warmup) / (double)(total - warmup);
+  return (float)(min_lr + (max_lr - min_lr) * 0.5 * (1 + cos(pi * progress)));
+}
+
+// ---------------------------------------------------------------- log-probabilities
+
+int herd_model_logprobs(herd_model *model, const herd_batch *batch, float *out) {
+  model->fwd_b = 0;
+  int rc = check_batch(model, batch);
+  if (rc) return rc;
+  if (!batch->targets) return herd_seterr(HERD_EINVAL, "logprobs: batch has no targets");
+  herd_batch lm = *batch;
+  lm.n_scores = 0;  // the scalar head is not needed
+  forward_pass(model, &lm);
+  int n = batch->b * batch->t;
+  // log p = -nll: the fused kernel's stable log-softmax with weight -1.
+  for (int i = 0; i < n; i++) model->a.weights[i] = -1.0f;
+  return herd_cpu_weighted_nll(out, NULL, model->a.logits, batch->targets, model->a.weights, 1.0f,
+                               n, model->config.vocab_size);
+}
