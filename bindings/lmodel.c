@@ -398,6 +398,14 @@ static int model_config(lua_State *L) {
   return 1;
 }
 
+// core.lr_cosine(step, max_lr, warmup, total, floor)
+static int core_lr_cosine(lua_State *L) {
+  lua_pushnumber(L, herd_lr_cosine(luaL_checkinteger(L, 1), (float)luaL_checknumber(L, 2),
+                                   luaL_checkinteger(L, 3), luaL_checkinteger(L, 4),
+                                   (float)luaL_checknumber(L, 5)));
+  return 1;
+}
+
 // m:params() -> count, bytes (parameters only), activation bytes
 static int model_params(lua_State *L) {
   model_box *box = check_model(L);
@@ -542,7 +550,8 @@ int luaopen_herd_model_core(lua_State *L) {
                                      {"_generate", model_generate},
                                      {"close", model_gc},
                                      {NULL, NULL}};
-  static const luaL_Reg functions[] = {{"new", core_new}, {"load", core_load}, {NULL, NULL}};
+  static const luaL_Reg functions[] = {
+      {"new", core_new}, {"load", core_load}, {"lr_cosine", core_lr_cosine}, {NULL, NULL}};
   luaL_newmetatable(L, MODEL_TYPE);
   lua_pushcfunction(L, model_gc);
   lua_setfield(L, -2, "__gc");

@@ -17,8 +17,8 @@
 #include "model.h"
 
 typedef struct herd_train_state {
-  int64_t step;           // optimizer steps taken
-  uint64_t rng_seed;      // the trainer's Philox stream
+  int64_t step;       // optimizer steps taken
+  uint64_t rng_seed;  // the trainer's Philox stream
   uint64_t rng_offset;
   int64_t data_position;  // where the trainer is in its data
 } herd_train_state;

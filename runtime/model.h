@@ -19,15 +19,15 @@
 #include <stdint.h>
 
 typedef struct herd_model_config {
-  int dim;          // C, hidden size
-  int n_layers;     // L
-  int n_heads;      // H (head_dim D = dim / n_heads)
-  int n_kv_heads;   // KVH, divides H
-  int hidden_dim;   // F, SwiGLU inner size
-  int vocab_size;   // V
-  int max_seq_len;  // longest position (HF max_position_embeddings)
-  float norm_eps;   // RMSNorm epsilon (Llama 2: 1e-5)
-  float rope_theta; // 10000 for Llama 2
+  int dim;             // C, hidden size
+  int n_layers;        // L
+  int n_heads;         // H (head_dim D = dim / n_heads)
+  int n_kv_heads;      // KVH, divides H
+  int hidden_dim;      // F, SwiGLU inner size
+  int vocab_size;      // V
+  int max_seq_len;     // longest position (HF max_position_embeddings)
+  float norm_eps;      // RMSNorm epsilon (Llama 2: 1e-5)
+  float rope_theta;    // 10000 for Llama 2
   int tie_embeddings;  // lm_head shares embed's weights (Llama 2: 0)
   int lm_head;         // 1: a language-model head (V, C)
   int scalar_head;     // 1: a scalar head (1, C), as HF LlamaForSequenceClassification's score
@@ -36,19 +36,19 @@ typedef struct herd_model_config {
 // Pointers into the parameter (or gradient) buffer, in buffer order. Per-layer tensors are
 // stacked over layers: wq is (L, H*D, C), layer l's slice starts at wq + l*H*D*C.
 typedef struct herd_model_params {
-  float *embed;      // (V, C)          model.embed_tokens.weight
-  float *attn_norm;  // (L, C)          model.layers.l.input_layernorm.weight
-  float *wq;         // (L, H*D, C)     model.layers.l.self_attn.q_proj.weight
-  float *wk;         // (L, KVH*D, C)   ...k_proj.weight
-  float *wv;         // (L, KVH*D, C)   ...v_proj.weight
-  float *wo;         // (L, C, H*D)     ...o_proj.weight
-  float *mlp_norm;   // (L, C)          model.layers.l.post_attention_layernorm.weight
-  float *w_gate;     // (L, F, C)       model.layers.l.mlp.gate_proj.weight
-  float *w_up;       // (L, F, C)       ...up_proj.weight
-  float *w_down;     // (L, C, F)       ...down_proj.weight
-  float *final_norm; // (C)             model.norm.weight
-  float *lm_head;    // (V, C)          lm_head.weight (== embed when tied; NULL without LM head)
-  float *score;      // (1, C)          score.weight (NULL without scalar head)
+  float *embed;       // (V, C)          model.embed_tokens.weight
+  float *attn_norm;   // (L, C)          model.layers.l.input_layernorm.weight
+  float *wq;          // (L, H*D, C)     model.layers.l.self_attn.q_proj.weight
+  float *wk;          // (L, KVH*D, C)   ...k_proj.weight
+  float *wv;          // (L, KVH*D, C)   ...v_proj.weight
+  float *wo;          // (L, C, H*D)     ...o_proj.weight
+  float *mlp_norm;    // (L, C)          model.layers.l.post_attention_layernorm.weight
+  float *w_gate;      // (L, F, C)       model.layers.l.mlp.gate_proj.weight
+  float *w_up;        // (L, F, C)       ...up_proj.weight
+  float *w_down;      // (L, C, F)       ...down_proj.weight
+  float *final_norm;  // (C)             model.norm.weight
+  float *lm_head;     // (V, C)          lm_head.weight (== embed when tied; NULL without LM head)
+  float *score;       // (1, C)          score.weight (NULL without scalar head)
 } herd_model_params;
 
 typedef struct herd_model herd_model;
@@ -56,17 +56,17 @@ typedef struct herd_model herd_model;
 // A batch of B rows of T tokens; rows may pack several samples (segment ids).
 typedef struct herd_batch {
   int b, t;
-  const int32_t *tokens;     // (B,T) input ids
-  const int32_t *positions;  // (B,T) rotary positions, restarting per sample; NULL: 0..T-1
-  const int32_t *segments;   // (B,T) sample ids; NULL: one sample per row
-  const int32_t *targets;    // (B,T) token to predict at each position, -1 for none; NULL: no
-                             // LM loss
-  const float *weights;      // (B,T) per-token loss weight (SFT mask 0/1, PPO advantage...);
-                             // NULL: 1 where target >= 0
-  float loss_scale;          // loss = loss_scale * sum(weight * nll); 0: 1 / #(targets >= 0)
-  int n_scores;              // scalar head read at these flat (b*T + t) positions
+  const int32_t *tokens;           // (B,T) input ids
+  const int32_t *positions;        // (B,T) rotary positions, restarting per sample; NULL: 0..T-1
+  const int32_t *segments;         // (B,T) sample ids; NULL: one sample per row
+  const int32_t *targets;          // (B,T) token to predict at each position, -1 for none; NULL: no
+                                   // LM loss
+  const float *weights;            // (B,T) per-token loss weight (SFT mask 0/1, PPO advantage...);
+                                   // NULL: 1 where target >= 0
+  float loss_scale;                // loss = loss_scale * sum(weight * nll); 0: 1 / #(targets >= 0)
+  int n_scores;                    // scalar head read at these flat (b*T + t) positions
   const int32_t *score_positions;  // (n_scores), e.g. each response's last token
-  const float *dscores;      // (n_scores) upstream gradient of the scores, for backward
+  const float *dscores;            // (n_scores) upstream gradient of the scores, for backward
 } herd_batch;
 
 typedef struct herd_adamw {
@@ -90,7 +90,8 @@ const herd_model_config *herd_model_get_config(const herd_model *model);
 // The parameter and gradient buffers (n floats each) and their slices.
 float *herd_model_param_buffer(herd_model *model, size_t *n);
 float *herd_model_grad_buffer(herd_model *model, size_t *n);
-void herd_model_param_slices(herd_model *model, herd_model_params *params, herd_model_params *grads);
+void herd_model_param_slices(herd_model *model, herd_model_params *params,
+                             herd_model_params *grads);
 size_t herd_model_activation_bytes(const herd_model *model);
 
 // Freezing: a frozen part gets no gradient and no update (trunk = everything but the heads).

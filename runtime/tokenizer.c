@@ -3,7 +3,8 @@
 // Layout: an id -> string table, an open-addressing hash from string to id, an open-addressing
 // hash from a pair of ids to (rank, merged id), and the added tokens. Encoding follows the
 // `tokenizers` library step by step: split added tokens out of the raw text (leftmost, longest),
-// normalize each remaining piece (Prepend `▁`, Replace ` ` by `▁`), one BPE word per piece
+// normalize each remaining piece (Prepend `▁`, Replace ` ` by `▁`), split `normalized: true` added
+// tokens out of that by their normalized content (`▁<s>`), one BPE word per piece
 // (no pre-tokenizer) or per `▁`-word (Metaspace with split), characters to ids with byte
 // fallback, then merges from a binary heap ordered by (rank, position).
 #include "tokenizer.h"
@@ -137,6 +138,10 @@ typedef struct {
   size_t len;
   int32_t id;
   bool special, lstrip, rstrip, normalized, single_word;
+  // normalized: true with a normalizer: the token is matched in the normalized text, as the
+  // normalized form of its content (`pat`, e.g. `▁<s>` under Prepend); NULL otherwise
+  char *pat;
+  size_t pat_len;
 } added_token;
 
 typedef struct {
@@ -155,6 +160,7 @@ struct herd_tokenizer {
   int32_t *merge_a, *merge_b;  // by rank, for saving
   added_token *added;
   int n_added;
+  int n_added_norm;  // added tokens matched in the normalized text (pat != NULL)
   int32_t unk_id, bos_id, eos_id;
   int32_t byte_id[256];  // `<0xNN>` ids or -1
   bool byte_fallback, fuse_unk, ignore_merges;
@@ -270,7 +276,10 @@ void herd_tokenizer_free(herd_tokenizer *t) {
   free(t->mslot);
   free(t->merge_a);
   free(t->merge_b);
-  for (int i = 0; i < t->n_added; i++) free(t->added[i].content);
+  for (int i = 0; i < t->n_added; i++) {
+    free(t->added[i].content);
+    free(t->added[i].pat);
+  }
   free(t->added);
   free(t);
 }
@@ -451,6 +460,42 @@ static int parse_merge(herd_tokenizer *t, json_t *m, size_t r, const char *origi
   return 0;
 }
 
+// Added tokens with `normalized: true` are matched, as in `tokenizers`, in the normalized text
+// against their normalized content: under Llama 2's normalizer `<s>` becomes `▁<s>`, so it is
+// found only at the start of the text or after a space. Without a normalizer (the Metaspace form)
+// normalizing is the identity and such tokens are matched in the raw text like the others.
+static int added_patterns(herd_tokenizer *t, const char *origin) {
+  t->n_added_norm = 0;
+  for (int i = 0; i < t->n_added; i++) {
+    added_token *a = &t->added[i];
+    free(a->pat);
+    a->pat = NULL;
+    a->pat_len = 0;
+    if (!a->normalized || !(t->prepend || t->replace)) continue;
+    if (a->lstrip || a->rstrip || a->single_word)
+      return herd_seterr(HERD_EINVAL,
+                         "%s: added_tokens[%d]: normalized=true with lstrip, rstrip or "
+                         "single_word is not supported",
+                         origin, i);
+    sbuf p = {0};
+    int rc = t->prepend ? sbuf_add(&p, SPACE_MARK, SPACE_MARK_LEN) : 0;
+    for (size_t j = 0; j < a->len && !rc; j++) {
+      if (t->replace && a->content[j] == ' ')
+        rc = sbuf_add(&p, SPACE_MARK, SPACE_MARK_LEN);
+      else
+        rc = sbuf_add(&p, a->content + j, 1);
+    }
+    if (rc) {
+      free(p.s);
+      return rc;
+    }
+    a->pat = p.s;
+    a->pat_len = p.n;
+    t->n_added_norm++;
+  }
+  return 0;
+}
+
 static int load_root(herd_tokenizer *t, json_t *root, const char *origin) {
   if (!json_is_object(root)) return herd_seterr(HERD_EINVAL, "%s: not a JSON object", origin);
   json_t *model = json_object_get(root, "model");
@@ -531,12 +576,6 @@ static int load_root(herd_tokenizer *t, json_t *root, const char *origin) {
     at->rstrip = json_is_true(json_object_get(a, "rstrip"));
     at->single_word = json_is_true(json_object_get(a, "single_word"));
     at->normalized = json_is_true(json_object_get(a, "normalized"));
-    if (at->normalized) {
-      // `tokenizers` matches these in the normalized text, with quirks (doc/tokenizer.md);
-      // refused rather than encoded differently
-      return herd_seterr(HERD_EINVAL, "%s: added_tokens[%zu].normalized=true is not supported",
-                         origin, i);
-    }
     int rc = set_token(t, at->id, at->content, at->len, origin);
     if (rc) return rc;
   }
@@ -576,6 +615,7 @@ static int load_root(herd_tokenizer *t, json_t *root, const char *origin) {
   if (!t->meta && !t->replace)
     return herd_seterr(HERD_EINVAL, "%s: normalizer must replace \" \" by \"\u2581\" (Llama style)",
                        origin);
+  if ((rc = added_patterns(t, origin))) return rc;
   rc = parse_decoder(t, json_object_get(root, "decoder"), origin);
   if (rc) return rc;
   json_t *pp = json_object_get(root, "post_processor");
@@ -843,22 +883,30 @@ static bool is_word(unsigned char c) {
 }
 
 // Finds the leftmost-longest added token in s[from..n); returns its index or -1 and sets the
-// match range [*ms, *me) (lstrip/rstrip widen it over whitespace).
-static int find_added(const herd_tokenizer *t, const char *s, size_t n, size_t from, size_t *ms,
-                      size_t *me) {
+// match range [*ms, *me) (lstrip/rstrip widen it over whitespace). `norm` selects the tokens
+// matched in normalized text (by their normalized content) instead of those matched in raw text.
+static int find_added(const herd_tokenizer *t, const char *s, size_t n, size_t from, bool norm,
+                      size_t *ms, size_t *me) {
   for (size_t i = from; i < n; i++) {
     int best = -1;
+    size_t best_len = 0;
     for (int k = 0; k < t->n_added; k++) {
       const added_token *a = &t->added[k];
-      if (a->len > n - i || memcmp(s + i, a->content, a->len) != 0) continue;
+      if ((a->pat != NULL) != norm) continue;
+      const char *c = norm ? a->pat : a->content;
+      size_t cl = norm ? a->pat_len : a->len;
+      if (cl > n - i || memcmp(s + i, c, cl) != 0) continue;
       if (a->single_word && ((i > 0 && is_word((unsigned char)s[i - 1])) ||
-                             (i + a->len < n && is_word((unsigned char)s[i + a->len]))))
+                             (i + cl < n && is_word((unsigned char)s[i + cl]))))
         continue;
-      if (best < 0 || a->len > t->added[best].len) best = k;
+      if (best < 0 || cl > best_len) {
+        best = k;
+        best_len = cl;
+      }
     }
     if (best >= 0) {
       const added_token *a = &t->added[best];
-      size_t b = i, e = i + a->len;
+      size_t b = i, e = i + best_len;
       if (a->lstrip)
         while (b > from && is_ws((unsigned char)s[b - 1])) b--;
       if (a->rstrip)
@@ -869,6 +917,38 @@ static int find_added(const herd_tokenizer *t, const char *s, size_t n, size_t f
     }
   }
   return -1;
+}
+
+// BPE over the normalized bytes norm[b..e): one word, or one per `▁`-word with Metaspace split;
+// appends ids and, with `spans`, the input byte range of each token (via `map`).
+static int encode_words(const herd_tokenizer *t, bpe_work *w, const sbuf *norm, const ivec *map,
+                        size_t b, size_t e, ivec *ids, ivec *spans, ivec *wspans) {
+  int rc = 0;
+  size_t wb = b;
+  while (!rc && wb < e) {
+    size_t we = e;
+    if (t->meta && t->meta_split) {  // words start at each `▁`
+      we = wb + 1;
+      while (we < e &&
+             !(we + SPACE_MARK_LEN <= e && !memcmp(norm->s + we, SPACE_MARK, SPACE_MARK_LEN)))
+        we++;
+    }
+    size_t before = ids->n;
+    wspans->n = 0;
+    rc = bpe_word(t, w, norm->s + wb, we - wb, ids, spans ? wspans : NULL);
+    for (size_t j = 0; spans && !rc && j < ids->n - before; j++) {
+      int32_t s0 = -1, e0 = -1;
+      for (int32_t x = wspans->v[2 * j]; x < wspans->v[2 * j + 1]; x++) {
+        int32_t o = map->v[wb + (size_t)x];
+        if (o < 0) continue;
+        if (s0 < 0 || o < s0) s0 = o;
+        if (o + 1 > e0) e0 = o + 1;
+      }
+      if (!(rc = ivec_push(spans, s0))) rc = ivec_push(spans, e0);
+    }
+    wb = we;
+  }
+  return rc;
 }
 
 // The encoder behind encode and chat: ids, and when `spans` is given, for every token the range
@@ -888,35 +968,31 @@ static int encode_core(const herd_tokenizer *t, const char *text, size_t len, in
   bpe_work w = {0};
   size_t pos = 0;
   bool first = true;
+  bool split = !(flags & HERD_TOK_NO_SPECIAL);
   while (pos <= len && !rc) {
     size_t ms = len, me = len;
-    int k = (flags & HERD_TOK_NO_SPECIAL) ? -1 : find_added(t, text, len, pos, &ms, &me);
-    // the plain piece [pos, ms)
+    int k = split ? find_added(t, text, len, pos, false, &ms, &me) : -1;
+    // the plain piece [pos, ms), normalized; then normalized added tokens split out of it
     rc = normalize_piece(t, text + pos, ms - pos, (int32_t)pos, first, &norm, &map);
     first = false;
-    size_t wb = 0;
-    while (!rc && wb < norm.n) {
-      size_t we = norm.n;
-      if (t->meta && t->meta_split) {  // words start at each `▁`
-        we = wb + 1;
-        while (we < norm.n &&
-               !(we + SPACE_MARK_LEN <= norm.n && !memcmp(norm.s + we, SPACE_MARK, SPACE_MARK_LEN)))
-          we++;
-      }
-      size_t before = ids->n;
-      wspans.n = 0;
-      rc = bpe_word(t, &w, norm.s + wb, we - wb, ids, spans ? &wspans : NULL);
-      for (size_t j = 0; spans && !rc && j < ids->n - before; j++) {
+    size_t q = 0;
+    while (!rc) {
+      size_t ns = norm.n, ne = norm.n;
+      int k2 = split && t->n_added_norm ? find_added(t, norm.s, norm.n, q, true, &ns, &ne) : -1;
+      rc = encode_words(t, &w, &norm, &map, q, ns, ids, spans, &wspans);
+      if (rc || k2 < 0) break;
+      if ((rc = ivec_push(ids, t->added[k2].id))) break;
+      if (spans) {
         int32_t s0 = -1, e0 = -1;
-        for (int32_t b = wspans.v[2 * j]; b < wspans.v[2 * j + 1]; b++) {
-          int32_t o = map.v[wb + (size_t)b];
+        for (size_t b = ns; b < ne; b++) {
+          int32_t o = map.v[b];
           if (o < 0) continue;
           if (s0 < 0 || o < s0) s0 = o;
           if (o + 1 > e0) e0 = o + 1;
         }
         if (!(rc = ivec_push(spans, s0))) rc = ivec_push(spans, e0);
       }
-      wb = we;
+      q = ne;
     }
     if (rc || k < 0) break;
     if ((rc = ivec_push(ids, t->added[k].id))) break;

@@ -7,9 +7,11 @@
 // BPE with byte fallback in the Llama 2 flavour of the Hugging Face `tokenizer.json` format
 // (doc/tokenizer.md): `▁` normalizer (Prepend + Replace, or a Metaspace pre-tokenizer), merges
 // applied lowest rank first, characters outside the vocabulary spelled as `<0xNN>` byte tokens,
-// added tokens (`<s>`, `</s>`, `<unk>`) split out of the text first, and the Replace / ByteFallback
-// / Fuse / Strip decoder. Encodings equal the `tokenizers` library's, id for id. Also: training a
-// new vocabulary on a corpus, and the Llama 2 chat template with a role for every token.
+// added tokens (`<s>`, `</s>`, `<unk>`) split out of the raw text first (or, when marked
+// `normalized: true` as in Meta's Llama 2 files, out of the normalized text), and the Replace /
+// ByteFallback / Fuse / Strip decoder. Encodings equal the `tokenizers` library's, id for id.
+// Also: training a new vocabulary on a corpus, and the Llama 2 chat template with a role for
+// every token.
 #ifndef HERD_TOKENIZER_H
 #define HERD_TOKENIZER_H
 

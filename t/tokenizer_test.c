@@ -81,8 +81,8 @@ Test(tokenizer, basics) {
 }
 
 // acceptance 3: every reference string, id for id, with and without BOS; decode as the library
-Test(tokenizer, reference_strings) {
-  json_t *strs = json_object_get(ref, "strings");
+static void check_reference_strings(herd_tokenizer *tk, json_t *rf, const char *what) {
+  json_t *strs = json_object_get(rf, "strings");
   size_t total = json_array_size(strs), ok = 0, ok_nobos = 0, ok_dec = 0, ok_rt = 0, n_rt = 0;
   cr_assert_geq(total, 200);
   for (size_t i = 0; i < total; i++) {
@@ -91,7 +91,7 @@ Test(tokenizer, reference_strings) {
     size_t len = json_string_length(json_object_get(c, "text"));
     int32_t *want, *got;
     size_t nw = ids_of(json_object_get(c, "ids"), &want), ng;
-    cr_assert_eq(herd_tokenizer_encode(tok, text, len, HERD_TOK_BOS, &got, &ng), 0, "%s",
+    cr_assert_eq(herd_tokenizer_encode(tk, text, len, HERD_TOK_BOS, &got, &ng), 0, "%s",
                  herd_errmsg());
     if (ids_eq(got, ng, want, nw)) {
       ok++;
@@ -102,7 +102,7 @@ Test(tokenizer, reference_strings) {
     }
     char *dec;
     size_t dl;
-    cr_assert_eq(herd_tokenizer_decode(tok, got, ng, HERD_TOK_SKIP_SPECIAL, &dec, &dl), 0);
+    cr_assert_eq(herd_tokenizer_decode(tk, got, ng, HERD_TOK_SKIP_SPECIAL, &dec, &dl), 0);
     json_t *want_dec = json_object_get(c, "decoded");
     if (dl == json_string_length(want_dec) && !memcmp(dec, json_string_value(want_dec), dl))
       ok_dec++;
@@ -119,19 +119,23 @@ Test(tokenizer, reference_strings) {
     free(want);
     free(got);
     nw = ids_of(json_object_get(c, "ids_no_bos"), &want);
-    cr_assert_eq(herd_tokenizer_encode(tok, text, len, 0, &got, &ng), 0);
+    cr_assert_eq(herd_tokenizer_encode(tk, text, len, 0, &got, &ng), 0);
     if (ids_eq(got, ng, want, nw)) ok_nobos++;
     free(want);
     free(got);
   }
   fprintf(stderr,
-          "reference strings: %zu/%zu ids match (BOS), %zu/%zu (no BOS), %zu/%zu decodes "
+          "%s reference strings: %zu/%zu ids match (BOS), %zu/%zu (no BOS), %zu/%zu decodes "
           "match, %zu/%zu round trips\n",
-          ok, total, ok_nobos, total, ok_dec, total, ok_rt, n_rt);
+          what, ok, total, ok_nobos, total, ok_dec, total, ok_rt, n_rt);
   cr_assert_eq(ok, total);
   cr_assert_eq(ok_nobos, total);
   cr_assert_eq(ok_dec, total);
   cr_assert_eq(ok_rt, n_rt);
+}
+
+Test(tokenizer, reference_strings) {
+  check_reference_strings(tok, ref, "Mistral-vocabulary");
 }
 
 // the newer Llama form of tokenizer.json: a Metaspace pre-tokenizer instead of the normalizer
@@ -220,8 +224,8 @@ Test(tokenizer, byte_fallback) {
 }
 
 // chat: ids equal Meta's format applied with the HF tokenizer; roles are consistent
-Test(tokenizer, chat_reference) {
-  json_t *chats = json_object_get(ref, "chats");
+static void check_chats(herd_tokenizer *tk, json_t *rf) {
+  json_t *chats = json_object_get(rf, "chats");
   cr_assert_gt(json_array_size(chats), 0);
   for (size_t c = 0; c < json_array_size(chats); c++) {
     json_t *msgs = json_object_get(json_array_get(chats, c), "messages");
@@ -235,7 +239,7 @@ Test(tokenizer, chat_reference) {
       m[i].content = json_string_value(json_object_get(json_array_get(msgs, i), "content"));
     }
     herd_chat_tokens ct;
-    cr_assert_eq(herd_tokenizer_chat(tok, m, nm, &ct), 0, "%s", herd_errmsg());
+    cr_assert_eq(herd_tokenizer_chat(tk, m, nm, &ct), 0, "%s", herd_errmsg());
     int32_t *want;
     size_t nw = ids_of(json_object_get(json_array_get(chats, c), "ids"), &want);
     if (!ids_eq(ct.ids, ct.n, want, nw)) {
@@ -257,10 +261,9 @@ Test(tokenizer, chat_reference) {
       }
       cr_assert_gt(cnt, 0, "chat %zu message %zu has an empty mask", c, i);
       if (m[i].role == HERD_ROLE_ASSISTANT) {
-        cr_assert_eq(sel[ns - 1], herd_tokenizer_eos_id(tok),
-                     "the answer's EOS is the assistant's");
+        cr_assert_eq(sel[ns - 1], herd_tokenizer_eos_id(tk), "the answer's EOS is the assistant's");
         char *dec;
-        cr_assert_eq(herd_tokenizer_decode(tok, sel, ns, HERD_TOK_SKIP_SPECIAL, &dec, NULL), 0);
+        cr_assert_eq(herd_tokenizer_decode(tk, sel, ns, HERD_TOK_SKIP_SPECIAL, &dec, NULL), 0);
         // strip like Meta does
         const char *a = m[i].content;
         size_t ab = 0, ae = strlen(a);
@@ -275,9 +278,13 @@ Test(tokenizer, chat_reference) {
     }
     // BOS tokens are template
     for (size_t k = 0; k < ct.n; k++)
-      if (ct.ids[k] == herd_tokenizer_bos_id(tok)) cr_assert_eq(ct.roles[k], HERD_ROLE_TEMPLATE);
+      if (ct.ids[k] == herd_tokenizer_bos_id(tk)) cr_assert_eq(ct.roles[k], HERD_ROLE_TEMPLATE);
     herd_chat_tokens_free(&ct);
   }
+}
+
+Test(tokenizer, chat_reference) {
+  check_chats(tok, ref);
 }
 
 Test(tokenizer, chat_roles_layout) {
@@ -487,8 +494,8 @@ Test(tokenizer, errors) {
                ", \"merges\": "
                "[\"a b\"]}, " LLAMA_NORM
                ", \"added_tokens\": [{\"id\": 0, \"content\": "
-               "\"<unk>\", \"normalized\": true, \"special\": true}]}",
-               HERD_EINVAL, "added_tokens[0].normalized");
+               "\"<unk>\", \"normalized\": true, \"lstrip\": true, \"special\": true}]}",
+               HERD_EINVAL, "added_tokens[0]: normalized=true with lstrip");
   expect_error(
       "{\"model\": {\"type\": \"BPE\", \"byte_fallback\": true, \"vocab\": {\"a\": 0, "
       "\"b\": 99}, \"merges\": []}, " LLAMA_NORM "}",
@@ -509,4 +516,167 @@ Test(tokenizer, errors) {
   cr_assert_eq(ids[1], 3);
   free(ids);
   herd_tokenizer_free(t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real Llama 2 tokenizer: t/fixtures/llama2-tokenizer/tokenizer.json, made from Meta's
+// tokenizer.model as Llama-2-7b-hf's was (its added tokens are `normalized: true`), against
+// `tokenizers` (ids, ids_no_bos, decoded, chats) and SentencePiece itself (ids_sp).
+
+#define L2_JSON HERD_FIXTURES "/llama2-tokenizer/tokenizer.json"
+#define L2_REF HERD_FIXTURES "/llama2-tokenizer/reference.json"
+
+static herd_tokenizer *l2;
+static json_t *l2ref;
+
+static void l2_setup(void) {
+  int rc = herd_tokenizer_load(&l2, L2_JSON);
+  cr_assert_eq(rc, 0, "load: %s", herd_errmsg());
+  json_error_t err;
+  l2ref = json_load_file(L2_REF, JSON_ALLOW_NUL, &err);
+  cr_assert(l2ref, "llama2 reference.json: %s", err.text);
+}
+
+static void l2_teardown(void) {
+  herd_tokenizer_free(l2);
+  json_decref(l2ref);
+}
+
+TestSuite(llama2, .init = l2_setup, .fini = l2_teardown);
+
+Test(llama2, basics) {
+  cr_assert_eq(herd_tokenizer_vocab_size(l2), 32000);
+  cr_assert_eq(herd_tokenizer_bos_id(l2), 1);
+  cr_assert_eq(herd_tokenizer_eos_id(l2), 2);
+  cr_assert_str_eq(herd_tokenizer_token(l2, 2), "</s>");
+  cr_assert_eq(herd_tokenizer_token_id(l2, "<0x0A>"), 13);
+  // the committed file is the real one: added tokens are normalized
+  json_error_t err;
+  json_t *d = json_load_file(L2_JSON, 0, &err);
+  cr_assert(d);
+  json_t *added = json_object_get(d, "added_tokens");
+  cr_assert_eq(json_array_size(added), 3);
+  for (size_t i = 0; i < 3; i++)
+    cr_assert(json_is_true(json_object_get(json_array_get(added, i), "normalized")));
+  json_decref(d);
+  int32_t *ids;
+  size_t n;
+  const char *s = "Hello, my dog is cute";
+  cr_assert_eq(herd_tokenizer_encode(l2, s, strlen(s), HERD_TOK_BOS, &ids, &n), 0);
+  int32_t want[] = {1, 15043, 29892, 590, 11203, 338, 274, 1082};
+  cr_assert(ids_eq(ids, n, want, 8));
+  free(ids);
+}
+
+Test(llama2, reference_strings) {
+  check_reference_strings(l2, l2ref, "Llama 2");
+}
+
+// normalized added tokens are matched in the normalized text as `▁<s>`: only at the start or
+// after a space, and the piece after one gets no `▁` of its own
+Test(llama2, normalized_special_tokens) {
+  struct {
+    const char *text;
+    int32_t want[8];
+    size_t n;
+  } cases[] = {
+      {"Hello<s>world</s>", {15043, 29966, 29879, 29958, 11526, 829, 29879, 29958}, 8},
+      {"<s></s>", {1, 829, 29879, 29958}, 4},
+      {"a </s> b", {263, 2, 289}, 3},
+      {"  <s>  ", {259, 1, 259}, 3},
+      {"<s>", {1}, 1},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    int32_t *ids;
+    size_t n;
+    cr_assert_eq(herd_tokenizer_encode(l2, cases[i].text, strlen(cases[i].text), 0, &ids, &n), 0);
+    if (!ids_eq(ids, n, cases[i].want, cases[i].n)) print_ids("got", ids, n);
+    cr_assert(ids_eq(ids, n, cases[i].want, cases[i].n), "\"%s\"", cases[i].text);
+    free(ids);
+  }
+}
+
+// With HERD_TOK_NO_SPECIAL (added-token text is plain text), herd equals SentencePiece on Meta's
+// tokenizer.model for every reference string; `tokenizers` differs only where the text contains
+// `<s>`, `</s>` or `<unk>` (which it turns into control tokens).
+Test(llama2, sentencepiece) {
+  json_t *strs = json_object_get(l2ref, "strings");
+  size_t total = json_array_size(strs), ok = 0, tk_eq = 0;
+  for (size_t i = 0; i < total; i++) {
+    json_t *c = json_array_get(strs, i), *tx = json_object_get(c, "text");
+    int32_t *want, *got, *hf;
+    size_t nw = ids_of(json_object_get(c, "ids_sp"), &want), ng;
+    size_t nh = ids_of(json_object_get(c, "ids"), &hf);
+    cr_assert_eq(herd_tokenizer_encode(l2, json_string_value(tx), json_string_length(tx),
+                                       HERD_TOK_BOS | HERD_TOK_NO_SPECIAL, &got, &ng),
+                 0);
+    if (ids_eq(got, ng, want, nw)) {
+      ok++;
+    } else {
+      fprintf(stderr, "SentencePiece mismatch for string %zu \"%s\"\n", i, json_string_value(tx));
+      print_ids("want", want, nw);
+      print_ids("got ", got, ng);
+    }
+    if (ids_eq(hf, nh, want, nw))
+      tk_eq++;
+    else
+      cr_assert(has_added_text(json_string_value(tx)), "tokenizers differs from SentencePiece");
+    free(want);
+    free(got);
+    free(hf);
+  }
+  fprintf(stderr,
+          "Llama 2 vs SentencePiece: herd (NO_SPECIAL) %zu/%zu equal; tokenizers %zu/%zu equal\n",
+          ok, total, tk_eq, total);
+  cr_assert_eq(ok, total);
+}
+
+Test(llama2, chat_reference) {
+  check_chats(l2, l2ref);
+}
+
+// saved and reloaded, the normalized flags survive and encodings stay the same; the Metaspace
+// form (no normalizer) accepts normalized tokens and matches them in the raw text
+Test(llama2, save_reload) {
+  char path[] = "/tmp/herd_tok_l2_XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  cr_assert_eq(herd_tokenizer_save(l2, path), 0, "%s", herd_errmsg());
+  herd_tokenizer *re;
+  cr_assert_eq(herd_tokenizer_load(&re, path), 0, "%s", herd_errmsg());
+  unlink(path);
+  json_t *strs = json_object_get(l2ref, "strings");
+  for (size_t i = 0; i < json_array_size(strs); i++) {
+    json_t *c = json_array_get(strs, i), *tx = json_object_get(c, "text");
+    int32_t *want, *got;
+    size_t nw = ids_of(json_object_get(c, "ids"), &want), ng;
+    cr_assert_eq(herd_tokenizer_encode(re, json_string_value(tx), json_string_length(tx),
+                                       HERD_TOK_BOS, &got, &ng),
+                 0);
+    cr_assert(ids_eq(got, ng, want, nw), "reloaded: string %zu", i);
+    free(want);
+    free(got);
+  }
+  herd_tokenizer_free(re);
+  json_error_t err;
+  json_t *d = json_load_file(L2_JSON, 0, &err);
+  cr_assert(d);
+  json_object_set_new(d, "normalizer", json_null());
+  json_object_set_new(d, "pre_tokenizer",
+                      json_pack("{s:s, s:s, s:s, s:b}", "type", "Metaspace", "replacement",
+                                "\xe2\x96\x81", "prepend_scheme", "first", "split", 0));
+  char *text = json_dumps(d, 0);
+  json_decref(d);
+  herd_tokenizer *mt;
+  cr_assert_eq(herd_tokenizer_load_json(&mt, text, strlen(text), "metaspace"), 0, "%s",
+               herd_errmsg());
+  free(text);
+  int32_t *ids;
+  size_t n;
+  cr_assert_eq(herd_tokenizer_encode(mt, "Hello<s>", 8, 0, &ids, &n), 0);
+  cr_assert_eq(n, 2);
+  cr_assert_eq(ids[1], 1);
+  free(ids);
+  herd_tokenizer_free(mt);
 }

@@ -18,6 +18,11 @@ M.reference_config = {
   vocab_size = 4096, max_seq_len = 256, norm_eps = 1e-5, rope_theta = 10000,
 }
 
+-- Learning rate at `step` (from 1): linear warm-up to max_lr, cosine down to floor * max_lr.
+function M.lr_cosine(step, max_lr, warmup, total, floor)
+  return core.lr_cosine(step, max_lr, warmup, total, floor or 0.1)
+end
+
 local function random_seed()
   return math.random(0, 2147483647)
 end
