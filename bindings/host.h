@@ -1,5 +1,7 @@
 // defines: herd_open_libraries, herd_docall, herd_report, herd_install_interrupt,
-//          herd_interrupted, herd_repl_run, luaopen_herd_core, luaopen_herd_tensor_core,
+//          herd_interrupted, herd_repl_run, herd_lua_error, HERD_LUA_CHECK, herd_lua_totensor,
+//          herd_lua_newtensor, luaopen_herd_core, luaopen_herd_tensor_core,
+//          luaopen_herd_model_core, luaopen_herd_tokenizer_core,
 //          herd_lua_dir
 //
 // The host program's shared pieces: bindings/herd.c (main, argument handling), bindings/repl.c
@@ -28,6 +30,21 @@ int herd_interrupted(void);
 // The REPL: reads lines (libedit when stdin is a terminal), runs them, prints results.
 // Returns 0 at end of input.
 int herd_repl_run(lua_State *L);
+
+// Raises the runtime's last error message (herd_errmsg) as a Lua error, without a position
+// prefix: runtime messages already name their file, run, field or index.
+int herd_lua_error(lua_State *L);
+#define HERD_LUA_CHECK(L, call)                \
+  do {                                         \
+    if ((call) != 0) return herd_lua_error(L); \
+  } while (0)
+
+// Tensors across bindings (bindings/ltensor.c owns the userdata).
+struct herd_tensor;
+// The tensor at `index`, or NULL when the value is not an open tensor.
+struct herd_tensor *herd_lua_totensor(lua_State *L, int index);
+// Pushes an empty tensor userdata; the caller stores the new tensor in the returned slot.
+struct herd_tensor **herd_lua_newtensor(lua_State *L);
 
 int luaopen_herd_core(lua_State *L);
 int luaopen_herd_tensor_core(lua_State *L);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "error.h"
 #include "host.h"
 
 // ---------------------------------------------------------------- where lua/herd lives
@@ -111,6 +112,11 @@ int herd_docall(lua_State *L, int narg, int nres) {
   running_state = NULL;
   lua_remove(L, base);
   return status;
+}
+
+int herd_lua_error(lua_State *L) {
+  lua_pushstring(L, herd_errmsg());
+  return lua_error(L);
 }
 
 int herd_report(lua_State *L, int status) {

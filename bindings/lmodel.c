@@ -13,26 +13,11 @@
 #include "tensor.h"
 
 #define MODEL_TYPE "herd.Model"
-#define TENSOR_TYPE "herd.Tensor"
 
 typedef struct model_box {
   herd_model *model;
   int max_batch, max_seq;
 } model_box;
-
-typedef struct tensor_box {  // the layout of bindings/ltensor.c's userdata
-  herd_tensor *t;
-} tensor_box;
-
-static int raise_herd_error(lua_State *L) {
-  lua_pushstring(L, herd_errmsg());
-  return lua_error(L);
-}
-
-#define CHECK(L, call)                           \
-  do {                                           \
-    if ((call) != 0) return raise_herd_error(L); \
-  } while (0)
 
 static model_box *check_model(lua_State *L) {
   model_box *box = luaL_checkudata(L, 1, MODEL_TYPE);
@@ -166,7 +151,7 @@ static int core_new(lua_State *L) {
   int max_batch = (int)luaL_checkinteger(L, 2), max_seq = (int)luaL_checkinteger(L, 3);
   lua_Integer seed = luaL_checkinteger(L, 4);
   model_box *box = push_model_box(L, max_batch, max_seq);
-  CHECK(L, herd_model_new(&box->model, &config, max_batch, max_seq));
+  HERD_LUA_CHECK(L, herd_model_new(&box->model, &config, max_batch, max_seq));
   herd_model_init(box->model, (uint64_t)seed);
   account(L, box->model);
   return 1;
@@ -178,13 +163,13 @@ static int core_load(lua_State *L) {
   int max_batch = (int)luaL_checkinteger(L, 2), max_seq = (int)luaL_checkinteger(L, 3);
   if (max_seq <= 0) {  // default: the checkpoint's own max_position_embeddings
     herd_model_config config;
-    CHECK(L, herd_checkpoint_read_config(dir, &config));
+    HERD_LUA_CHECK(L, herd_checkpoint_read_config(dir, &config));
     max_seq = config.max_seq_len;
   }
   model_box *box = push_model_box(L, max_batch, max_seq);
   herd_train_state state;
   int has_state = 0;
-  CHECK(L, herd_checkpoint_load(dir, &box->model, max_batch, max_seq, &state, &has_state));
+  HERD_LUA_CHECK(L, herd_checkpoint_load(dir, &box->model, max_batch, max_seq, &state, &has_state));
   account(L, box->model);
   if (!has_state) {
     lua_pushnil(L);
@@ -208,7 +193,7 @@ static int model_save(lua_State *L) {
   model_box *box = check_model(L);
   const char *dir = luaL_checkstring(L, 2);
   if (lua_isnoneornil(L, 3)) {
-    CHECK(L, herd_checkpoint_save(dir, box->model, NULL));
+    HERD_LUA_CHECK(L, herd_checkpoint_save(dir, box->model, NULL));
     return 0;
   }
   luaL_checktype(L, 3, LUA_TTABLE);
@@ -216,7 +201,7 @@ static int model_save(lua_State *L) {
   state.rng_seed = (uint64_t)int_field(L, 3, "rng_seed", 0, 0);
   state.rng_offset = (uint64_t)int_field(L, 3, "rng_offset", 0, 0);
   state.data_position = int_field(L, 3, "data_position", 0, 0);
-  CHECK(L, herd_checkpoint_save(dir, box->model, &state));
+  HERD_LUA_CHECK(L, herd_checkpoint_save(dir, box->model, &state));
   return 0;
 }
 
@@ -230,9 +215,8 @@ static const void *batch_tensor(lua_State *L, int table, const char *field, herd
     lua_pop(L, 1);
     return NULL;
   }
-  tensor_box *box = luaL_testudata(L, -1, TENSOR_TYPE);
-  if (!box || !box->t) luaL_error(L, "batch.%s must be a tensor", field);
-  const herd_tensor *tensor = box->t;
+  const herd_tensor *tensor = herd_lua_totensor(L, -1);
+  if (!tensor) luaL_error(L, "batch.%s must be a tensor", field);
   if (tensor->dtype != dtype || !herd_tensor_is_contiguous(tensor))
     luaL_error(L, "batch.%s must be a contiguous %s tensor (got %s)", field, herd_dtype_name(dtype),
                herd_dtype_name(tensor->dtype));
@@ -255,15 +239,14 @@ static const void *vector_tensor(lua_State *L, int table, const char *field, her
     lua_pop(L, 1);
     return NULL;
   }
-  tensor_box *box = luaL_testudata(L, -1, TENSOR_TYPE);
-  if (!box || !box->t || box->t->dtype != dtype || box->t->ndim != 1 ||
-      !herd_tensor_is_contiguous(box->t))
+  const herd_tensor *tensor = herd_lua_totensor(L, -1);
+  if (!tensor || tensor->dtype != dtype || tensor->ndim != 1 || !herd_tensor_is_contiguous(tensor))
     luaL_error(L, "batch.%s must be a 1-dim %s tensor", field, herd_dtype_name(dtype));
-  if (*n >= 0 && box->t->shape[0] != *n)
-    luaL_error(L, "batch.%s has %d entries, expected %d", field, (int)box->t->shape[0], *n);
-  *n = (int)box->t->shape[0];
+  if (*n >= 0 && tensor->shape[0] != *n)
+    luaL_error(L, "batch.%s has %d entries, expected %d", field, (int)tensor->shape[0], *n);
+  *n = (int)tensor->shape[0];
   lua_pop(L, 1);
-  return herd_tensor_data(box->t);
+  return herd_tensor_data(tensor);
 }
 
 static herd_batch check_batch(lua_State *L, int table) {
@@ -296,7 +279,7 @@ static int model_forward(lua_State *L) {
   model_box *box = check_model(L);
   herd_batch batch = check_batch(L, 2);
   float loss = 0;
-  CHECK(L, herd_model_forward(box->model, &batch, &loss));
+  HERD_LUA_CHECK(L, herd_model_forward(box->model, &batch, &loss));
   if (batch.targets)
     lua_pushnumber(L, loss);
   else
@@ -307,7 +290,7 @@ static int model_forward(lua_State *L) {
 static int model_backward(lua_State *L) {
   model_box *box = check_model(L);
   herd_batch batch = check_batch(L, 2);
-  CHECK(L, herd_model_backward(box->model, &batch));
+  HERD_LUA_CHECK(L, herd_model_backward(box->model, &batch));
   return 0;
 }
 
@@ -339,7 +322,7 @@ static int model_update(lua_State *L) {
   model_box *box = check_model(L);
   herd_adamw opt = check_adamw(L, 2);
   float grad_norm = 0;
-  CHECK(L, herd_model_step(box->model, &opt, &grad_norm));
+  HERD_LUA_CHECK(L, herd_model_step(box->model, &opt, &grad_norm));
   lua_pushnumber(L, grad_norm);
   return 1;
 }
@@ -348,12 +331,10 @@ static int model_logprobs(lua_State *L) {
   model_box *box = check_model(L);
   herd_batch batch = check_batch(L, 2);
   if (!batch.targets) return luaL_error(L, "logprobs needs batch.targets");
-  tensor_box *out = lua_newuserdatauv(L, sizeof *out, 0);
-  out->t = NULL;
-  luaL_setmetatable(L, TENSOR_TYPE);
+  herd_tensor **out = herd_lua_newtensor(L);
   int64_t shape[2] = {batch.b, batch.t};
-  CHECK(L, herd_tensor_new(&out->t, HERD_F32, HERD_CPU, 2, shape));
-  CHECK(L, herd_model_logprobs(box->model, &batch, herd_tensor_data(out->t)));
+  HERD_LUA_CHECK(L, herd_tensor_new(out, HERD_F32, HERD_CPU, 2, shape));
+  HERD_LUA_CHECK(L, herd_model_logprobs(box->model, &batch, herd_tensor_data(*out)));
   return 1;
 }
 
@@ -365,12 +346,10 @@ static int model_logits(lua_State *L) {
     return luaL_error(L, "logits: (%d,%d) is outside the model's (%d,%d)", b, t, box->max_batch,
                       box->max_seq);
   const herd_model_config *config = herd_model_get_config(box->model);
-  tensor_box *out = lua_newuserdatauv(L, sizeof *out, 0);
-  out->t = NULL;
-  luaL_setmetatable(L, TENSOR_TYPE);
+  herd_tensor **out = herd_lua_newtensor(L);
   int64_t shape[3] = {b, t, config->vocab_size};
-  CHECK(L, herd_tensor_new(&out->t, HERD_F32, HERD_CPU, 3, shape));
-  memcpy(herd_tensor_data(out->t), herd_model_logits(box->model), herd_tensor_nbytes(out->t));
+  HERD_LUA_CHECK(L, herd_tensor_new(out, HERD_F32, HERD_CPU, 3, shape));
+  memcpy(herd_tensor_data(*out), herd_model_logits(box->model), herd_tensor_nbytes(*out));
   return 1;
 }
 
@@ -510,8 +489,8 @@ static int model_generate(lua_State *L) {
     box->stop = int_array(L, 9, &sampling.n_stop, "stop");
     sampling.stop_tokens = box->stop;
   }
-  CHECK(L, herd_generate(model->model, n_prompts, (const int32_t *const *)box->prompts,
-                         box->lengths, k, &sampling, box->seeds, &box->generation));
+  HERD_LUA_CHECK(L, herd_generate(model->model, n_prompts, (const int32_t *const *)box->prompts,
+                                  box->lengths, k, &sampling, box->seeds, &box->generation));
   const herd_generation *g = &box->generation;
   lua_createtable(L, g->n, 0);
   for (int s = 0; s < g->n; s++) {

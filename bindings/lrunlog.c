@@ -34,17 +34,6 @@ typedef struct run_box {
   herd_run *run;
 } run_box;
 
-// Runtime messages already name their file, run and field: no "script.lua:12:" prefix.
-static int raise_herd_error(lua_State *L) {
-  lua_pushstring(L, herd_errmsg());
-  return lua_error(L);
-}
-
-#define CHECK(L, call)                           \
-  do {                                           \
-    if ((call) != 0) return raise_herd_error(L); \
-  } while (0)
-
 // ---------------------------------------------------------------- JSON <-> Lua
 
 // Lua values are written as JSON text directly (not through a jansson tree) so that numbers
@@ -340,7 +329,7 @@ static int core_runlog_open(lua_State *L) {
   runlog_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->db = NULL;
   luaL_setmetatable(L, RUNLOG_TYPE);
-  CHECK(L, herd_runlog_open(&box->db, path, create ? HERD_RUNLOG_CREATE : 0));
+  HERD_LUA_CHECK(L, herd_runlog_open(&box->db, path, create ? HERD_RUNLOG_CREATE : 0));
   return 1;
 }
 
@@ -385,14 +374,14 @@ static int runlog_start(lua_State *L) {
   luaL_setmetatable(L, RUN_TYPE);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);  // a run keeps its database open
-  CHECK(L, herd_run_start(box->db, &info, &run->run));
+  HERD_LUA_CHECK(L, herd_run_start(box->db, &info, &run->run));
   return 1;
 }
 
 static int runlog_gc_runs(lua_State *L) {
   runlog_box *box = check_runlog(L);
   int marked;
-  CHECK(L, herd_runlog_gc(box->db, &marked));
+  HERD_LUA_CHECK(L, herd_runlog_gc(box->db, &marked));
   lua_pushinteger(L, marked);
   return 1;
 }
@@ -491,13 +480,13 @@ static int runlog_path(lua_State *L) {
 
 static int runlog_schema_version(lua_State *L) {
   int version;
-  CHECK(L, herd_runlog_schema_version(check_runlog(L)->db, &version));
+  HERD_LUA_CHECK(L, herd_runlog_schema_version(check_runlog(L)->db, &version));
   lua_pushinteger(L, version);
   return 1;
 }
 
 static int runlog_set_heartbeat(lua_State *L) {
-  CHECK(L, herd_runlog_set_heartbeat(check_runlog(L)->db, luaL_checknumber(L, 2)));
+  HERD_LUA_CHECK(L, herd_runlog_set_heartbeat(check_runlog(L)->db, luaL_checknumber(L, 2)));
   return 0;
 }
 
@@ -538,38 +527,38 @@ static int run_is_open(lua_State *L) {
 }
 
 static int run_set_name(lua_State *L) {
-  CHECK(L, herd_run_set_name(check_run(L), luaL_checkstring(L, 2)));
+  HERD_LUA_CHECK(L, herd_run_set_name(check_run(L), luaL_checkstring(L, 2)));
   return 0;
 }
 
 static int run_set_parent(lua_State *L) {
-  CHECK(L, herd_run_set_parent(check_run(L), luaL_optinteger(L, 2, 0)));
+  HERD_LUA_CHECK(L, herd_run_set_parent(check_run(L), luaL_optinteger(L, 2, 0)));
   return 0;
 }
 
 static int run_set_seed(lua_State *L) {
-  CHECK(L, herd_run_set_seed(check_run(L), luaL_checkinteger(L, 2)));
+  HERD_LUA_CHECK(L, herd_run_set_seed(check_run(L), luaL_checkinteger(L, 2)));
   return 0;
 }
 
 static int run_set_script(lua_State *L) {
-  CHECK(L, herd_run_set_script(check_run(L), luaL_checkstring(L, 2), luaL_optstring(L, 3, NULL),
-                               luaL_optstring(L, 4, NULL)));
+  HERD_LUA_CHECK(L, herd_run_set_script(check_run(L), luaL_checkstring(L, 2),
+                                        luaL_optstring(L, 3, NULL), luaL_optstring(L, 4, NULL)));
   return 0;
 }
 
 static int run_set_config(lua_State *L) {
-  CHECK(L, herd_run_set_config(check_run(L), luaL_checkstring(L, 2)));
+  HERD_LUA_CHECK(L, herd_run_set_config(check_run(L), luaL_checkstring(L, 2)));
   return 0;
 }
 
 static int run_add_tag(lua_State *L) {
-  CHECK(L, herd_run_add_tag(check_run(L), luaL_checkstring(L, 2)));
+  HERD_LUA_CHECK(L, herd_run_add_tag(check_run(L), luaL_checkstring(L, 2)));
   return 0;
 }
 
 static int run_param(lua_State *L) {
-  CHECK(L, herd_run_param(check_run(L), luaL_checkstring(L, 2), luaL_checkstring(L, 3)));
+  HERD_LUA_CHECK(L, herd_run_param(check_run(L), luaL_checkstring(L, 2), luaL_checkstring(L, 3)));
   return 0;
 }
 
@@ -586,7 +575,7 @@ static int run_log(lua_State *L) {
   lua_Integer step = luaL_checkinteger(L, 2);
   if (lua_type(L, 3) == LUA_TSTRING) {
     const char *key = lua_tostring(L, 3);
-    CHECK(L, herd_run_log(run, key, step, check_metric(L, 4, key)));
+    HERD_LUA_CHECK(L, herd_run_log(run, key, step, check_metric(L, 4, key)));
     return 0;
   }
   luaL_checktype(L, 3, LUA_TTABLE);
@@ -595,14 +584,14 @@ static int run_log(lua_State *L) {
     if (lua_type(L, -2) != LUA_TSTRING)
       return luaL_error(L, "metric names must be strings (got a %s)", luaL_typename(L, -2));
     const char *key = lua_tostring(L, -2);
-    CHECK(L, herd_run_log(run, key, step, check_metric(L, -1, key)));
+    HERD_LUA_CHECK(L, herd_run_log(run, key, step, check_metric(L, -1, key)));
     lua_pop(L, 1);
   }
   return 0;
 }
 
 static int run_flush(lua_State *L) {
-  CHECK(L, herd_run_flush(check_run(L)));
+  HERD_LUA_CHECK(L, herd_run_flush(check_run(L)));
   return 0;
 }
 
@@ -613,8 +602,8 @@ static int run_pending(lua_State *L) {
 
 static int run_artifact(lua_State *L) {
   herd_run *run = check_run(L);
-  CHECK(L, herd_run_artifact(run, luaL_checkstring(L, 2), luaL_checkstring(L, 3),
-                             luaL_optstring(L, 4, "file")));
+  HERD_LUA_CHECK(L, herd_run_artifact(run, luaL_checkstring(L, 2), luaL_checkstring(L, 3),
+                                      luaL_optstring(L, 4, "file")));
   return 0;
 }
 
@@ -623,7 +612,7 @@ static int run_finish(lua_State *L) {
   static const char *const names[] = {"finished", "failed", "killed", NULL};
   static const herd_run_status statuses[] = {HERD_RUN_FINISHED, HERD_RUN_FAILED, HERD_RUN_KILLED};
   int which = luaL_checkoption(L, 2, "finished", names);
-  CHECK(L, herd_run_finish(run, statuses[which], luaL_optstring(L, 3, NULL)));
+  HERD_LUA_CHECK(L, herd_run_finish(run, statuses[which], luaL_optstring(L, 3, NULL)));
   return 0;
 }
 
@@ -650,7 +639,7 @@ static int core_sha256(lua_State *L) {
 static int core_sha256_file(lua_State *L) {
   char hex[65];
   uint64_t bytes;
-  CHECK(L, herd_sha256_file(luaL_checkstring(L, 1), hex, &bytes));
+  HERD_LUA_CHECK(L, herd_sha256_file(luaL_checkstring(L, 1), hex, &bytes));
   lua_pushstring(L, hex);
   lua_pushinteger(L, (lua_Integer)bytes);
   return 2;

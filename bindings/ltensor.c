@@ -23,27 +23,26 @@ typedef struct tensor_box {
   herd_tensor *t;
 } tensor_box;
 
-static int raise_herd_error(lua_State *L) {
-  lua_pushstring(L, herd_errmsg());
-  return lua_error(L);
-}
-
-#define CHECK(L, call)                           \
-  do {                                           \
-    if ((call) != 0) return raise_herd_error(L); \
-  } while (0)
-
-static herd_tensor *check_tensor(lua_State *L, int index) {
-  tensor_box *box = luaL_checkudata(L, index, TENSOR_TYPE);
-  if (!box->t) luaL_error(L, "tensor is closed");
-  return box->t;
-}
-
 static tensor_box *push_empty(lua_State *L) {
   tensor_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->t = NULL;
   luaL_setmetatable(L, TENSOR_TYPE);
   return box;
+}
+
+herd_tensor *herd_lua_totensor(lua_State *L, int index) {
+  tensor_box *box = luaL_testudata(L, index, TENSOR_TYPE);
+  return box ? box->t : NULL;
+}
+
+herd_tensor **herd_lua_newtensor(lua_State *L) {
+  return &push_empty(L)->t;
+}
+
+static herd_tensor *check_tensor(lua_State *L, int index) {
+  tensor_box *box = luaL_checkudata(L, index, TENSOR_TYPE);
+  if (!box->t) luaL_error(L, "tensor is closed");
+  return box->t;
 }
 
 // Tensor memory is invisible to Lua's collector: nudge it by the size of what was allocated,
@@ -76,7 +75,7 @@ static int check_shape(lua_State *L, int index, int64_t *shape) {
 
 static herd_dtype check_dtype(lua_State *L, int index, const char *fallback) {
   herd_dtype dtype;
-  if (herd_dtype_parse(luaL_optstring(L, index, fallback), &dtype) != 0) raise_herd_error(L);
+  if (herd_dtype_parse(luaL_optstring(L, index, fallback), &dtype) != 0) herd_lua_error(L);
   return dtype;
 }
 
@@ -87,8 +86,8 @@ static int core_new(lua_State *L) {
   herd_dtype dtype = check_dtype(L, 2, "f32");
   double fill = luaL_optnumber(L, 3, 0);
   tensor_box *box = push_empty(L);
-  CHECK(L, herd_tensor_new(&box->t, dtype, HERD_CPU, ndim, shape));
-  if (fill != 0) CHECK(L, herd_tensor_fill(box->t, fill));
+  HERD_LUA_CHECK(L, herd_tensor_new(&box->t, dtype, HERD_CPU, ndim, shape));
+  if (fill != 0) HERD_LUA_CHECK(L, herd_tensor_fill(box->t, fill));
   account(L, box->t);
   return 1;
 }
@@ -102,7 +101,7 @@ static int core_random(lua_State *L) {
   uint64_t seed = (uint64_t)luaL_checkinteger(L, 3);
   uint64_t offset = (uint64_t)luaL_optinteger(L, 4, 0);
   tensor_box *box = push_empty(L);
-  CHECK(L, herd_tensor_new(&box->t, HERD_F32, HERD_CPU, ndim, shape));
+  HERD_LUA_CHECK(L, herd_tensor_new(&box->t, HERD_F32, HERD_CPU, ndim, shape));
   float *data = herd_tensor_data(box->t);
   int64_t n = herd_tensor_numel(box->t);
   if (kind == 0)
@@ -158,7 +157,7 @@ static int tensor_get(lua_State *L) {
   int64_t index[HERD_MAX_DIMS];
   check_index(L, t, 2, index);
   double value;
-  CHECK(L, herd_tensor_get(t, index, &value));
+  HERD_LUA_CHECK(L, herd_tensor_get(t, index, &value));
   if (t->dtype == HERD_I32 || t->dtype == HERD_U8)
     lua_pushinteger(L, (lua_Integer)value);
   else
@@ -176,7 +175,7 @@ static int tensor_set(lua_State *L) {
   double value = luaL_checknumber(L, top);
   lua_settop(L, top - 1);
   check_index(L, t, 2, index);
-  CHECK(L, herd_tensor_set(t, index, value));
+  HERD_LUA_CHECK(L, herd_tensor_set(t, index, value));
   lua_settop(L, 1);
   return 1;
 }
@@ -185,7 +184,7 @@ static int tensor_set(lua_State *L) {
 static int tensor_flat(lua_State *L) {
   herd_tensor *t = check_tensor(L, 1);
   herd_tensor *f32 = NULL;
-  CHECK(L, herd_tensor_to(&f32, t, HERD_F32));
+  HERD_LUA_CHECK(L, herd_tensor_to(&f32, t, HERD_F32));
   int64_t n = herd_tensor_numel(f32);
   const float *data = herd_tensor_data(f32);
   int integral = t->dtype == HERD_I32 || t->dtype == HERD_U8;
@@ -237,7 +236,7 @@ static int tensor_select(lua_State *L) {
   int dim = check_dim_arg(L, t, 2);
   int64_t index = luaL_checkinteger(L, 3) - 1;
   tensor_box *box = push_empty(L);
-  CHECK(L, herd_tensor_select(&box->t, t, dim, index));
+  HERD_LUA_CHECK(L, herd_tensor_select(&box->t, t, dim, index));
   return 1;
 }
 
@@ -246,7 +245,7 @@ static int tensor_narrow(lua_State *L) {
   int dim = check_dim_arg(L, t, 2);
   int64_t start = luaL_checkinteger(L, 3) - 1, length = luaL_checkinteger(L, 4);
   tensor_box *box = push_empty(L);
-  CHECK(L, herd_tensor_narrow(&box->t, t, dim, start, length));
+  HERD_LUA_CHECK(L, herd_tensor_narrow(&box->t, t, dim, start, length));
   return 1;
 }
 
@@ -254,7 +253,7 @@ static int tensor_transpose(lua_State *L) {
   herd_tensor *t = check_tensor(L, 1);
   int dim0 = check_dim_arg(L, t, 2), dim1 = check_dim_arg(L, t, 3);
   tensor_box *box = push_empty(L);
-  CHECK(L, herd_tensor_transpose(&box->t, t, dim0, dim1));
+  HERD_LUA_CHECK(L, herd_tensor_transpose(&box->t, t, dim0, dim1));
   return 1;
 }
 
@@ -280,14 +279,14 @@ static int tensor_reshape(lua_State *L) {
     lua_pop(L, 1);
   }
   tensor_box *box = push_empty(L);
-  CHECK(L, herd_tensor_reshape(&box->t, t, ndim, shape));
+  HERD_LUA_CHECK(L, herd_tensor_reshape(&box->t, t, ndim, shape));
   return 1;
 }
 
 static int tensor_contiguous(lua_State *L) {
   herd_tensor *t = check_tensor(L, 1);
   tensor_box *box = push_empty(L);
-  CHECK(L, herd_tensor_contiguous(&box->t, t));
+  HERD_LUA_CHECK(L, herd_tensor_contiguous(&box->t, t));
   return 1;
 }
 
@@ -295,7 +294,7 @@ static int tensor_to(lua_State *L) {
   herd_tensor *t = check_tensor(L, 1);
   herd_dtype dtype = check_dtype(L, 2, NULL);
   tensor_box *box = push_empty(L);
-  CHECK(L, herd_tensor_to(&box->t, t, dtype));
+  HERD_LUA_CHECK(L, herd_tensor_to(&box->t, t, dtype));
   account(L, box->t);
   return 1;
 }
@@ -303,13 +302,13 @@ static int tensor_to(lua_State *L) {
 static int tensor_clone(lua_State *L) {
   herd_tensor *t = check_tensor(L, 1);
   tensor_box *box = push_empty(L);
-  CHECK(L, herd_tensor_to(&box->t, t, t->dtype));
+  HERD_LUA_CHECK(L, herd_tensor_to(&box->t, t, t->dtype));
   account(L, box->t);
   return 1;
 }
 
 static int tensor_fill(lua_State *L) {
-  CHECK(L, herd_tensor_fill(check_tensor(L, 1), luaL_checknumber(L, 2)));
+  HERD_LUA_CHECK(L, herd_tensor_fill(check_tensor(L, 1), luaL_checknumber(L, 2)));
   lua_settop(L, 1);
   return 1;
 }
@@ -319,7 +318,7 @@ static int tensor_fill(lua_State *L) {
 // A contiguous f32 copy of a tensor argument, pushed as a userdata (freed by the GC on error).
 static herd_tensor *push_f32(lua_State *L, herd_tensor *t) {
   tensor_box *box = push_empty(L);
-  if (herd_tensor_to(&box->t, t, HERD_F32) != 0) raise_herd_error(L);
+  if (herd_tensor_to(&box->t, t, HERD_F32) != 0) herd_lua_error(L);
   return box->t;
 }
 
@@ -443,7 +442,7 @@ static int core_save(lua_State *L) {
     tensors[i] = check_tensor(L, lua_gettop(L));
     lua_pop(L, 1);
   }
-  CHECK(L, herd_safetensors_save(path, count, names, tensors, 0, NULL, NULL));
+  HERD_LUA_CHECK(L, herd_safetensors_save(path, count, names, tensors, 0, NULL, NULL));
   return 0;
 }
 
@@ -464,12 +463,12 @@ static int core_load(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_setmetatable(L, -2);
-  CHECK(L, herd_safetensors_open(slot, path));
+  HERD_LUA_CHECK(L, herd_safetensors_open(slot, path));
   int count = herd_safetensors_count(*slot);
   lua_createtable(L, 0, count);
   for (int i = 0; i < count; i++) {
     tensor_box *box = push_empty(L);
-    CHECK(L, herd_safetensors_tensor(*slot, i, &box->t));
+    HERD_LUA_CHECK(L, herd_safetensors_tensor(*slot, i, &box->t));
     lua_setfield(L, -2, herd_safetensors_name(*slot, i));
   }
   herd_safetensors_close(*slot);  // the tensors keep the file's mapping alive
@@ -486,7 +485,7 @@ static int tensor_index(lua_State *L) {
     int64_t index = lua_tointeger(L, 2) - 1;
     if (t->ndim == 1) {
       double value;
-      CHECK(L, herd_tensor_get(t, &index, &value));
+      HERD_LUA_CHECK(L, herd_tensor_get(t, &index, &value));
       if (t->dtype == HERD_I32 || t->dtype == HERD_U8)
         lua_pushinteger(L, (lua_Integer)value);
       else
@@ -494,7 +493,7 @@ static int tensor_index(lua_State *L) {
       return 1;
     }
     tensor_box *box = push_empty(L);
-    CHECK(L, herd_tensor_select(&box->t, t, 0, index));
+    HERD_LUA_CHECK(L, herd_tensor_select(&box->t, t, 0, index));
     return 1;
   }
   lua_pushvalue(L, 2);

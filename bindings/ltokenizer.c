@@ -16,16 +16,6 @@ typedef struct tokenizer_box {
   herd_tokenizer *tok;
 } tokenizer_box;
 
-static int raise_herd_error(lua_State *L) {
-  lua_pushstring(L, herd_errmsg());
-  return lua_error(L);
-}
-
-#define CHECK(L, call)                           \
-  do {                                           \
-    if ((call) != 0) return raise_herd_error(L); \
-  } while (0)
-
 static herd_tokenizer *check_tokenizer(lua_State *L) {
   tokenizer_box *box = luaL_checkudata(L, 1, TOKENIZER_TYPE);
   if (!box->tok) luaL_error(L, "tokenizer is closed");
@@ -72,7 +62,7 @@ static buffer_box *push_buffer(lua_State *L) {
 static int core_load(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   tokenizer_box *box = push_box(L);
-  CHECK(L, herd_tokenizer_load(&box->tok, path));
+  HERD_LUA_CHECK(L, herd_tokenizer_load(&box->tok, path));
   return 1;
 }
 
@@ -89,7 +79,7 @@ static int core_train(lua_State *L) {
     lua_pop(L, 1);
   }
   tokenizer_box *box = push_box(L);
-  CHECK(L, herd_tokenizer_train(&box->tok, texts, n, vocab_size, min_frequency));
+  HERD_LUA_CHECK(L, herd_tokenizer_train(&box->tok, texts, n, vocab_size, min_frequency));
   return 1;
 }
 
@@ -102,7 +92,7 @@ static int tokenizer_encode(lua_State *L) {
   buffer_box *buffer = push_buffer(L);
   int32_t *ids = NULL;
   size_t n = 0;
-  CHECK(L, herd_tokenizer_encode(tok, text, len, flags, &ids, &n));
+  HERD_LUA_CHECK(L, herd_tokenizer_encode(tok, text, len, flags, &ids, &n));
   buffer->data = ids;
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
@@ -138,14 +128,14 @@ static int tokenizer_decode(lua_State *L) {
   buffer_box *buffer = push_buffer(L);
   char *text = NULL;
   size_t len = 0;
-  CHECK(L, herd_tokenizer_decode(tok, ids, n, flags, &text, &len));
+  HERD_LUA_CHECK(L, herd_tokenizer_decode(tok, ids, n, flags, &text, &len));
   buffer->data = text;
   lua_pushlstring(L, text, len);
   return 1;
 }
 
 static int tokenizer_save(lua_State *L) {
-  CHECK(L, herd_tokenizer_save(check_tokenizer(L), luaL_checkstring(L, 2)));
+  HERD_LUA_CHECK(L, herd_tokenizer_save(check_tokenizer(L), luaL_checkstring(L, 2)));
   return 0;
 }
 
@@ -212,7 +202,7 @@ static int tokenizer_chat(lua_State *L) {
   lua_pushcfunction(L, chat_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
-  CHECK(L, herd_tokenizer_chat(tok, msgs, n, &box->chat));
+  HERD_LUA_CHECK(L, herd_tokenizer_chat(tok, msgs, n, &box->chat));
   const herd_chat_tokens *chat = &box->chat;
   lua_createtable(L, (int)chat->n, 0);
   lua_createtable(L, (int)chat->n, 0);

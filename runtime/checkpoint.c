@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "fileio.h"
 #include "safetensors.h"
 #include "tensor.h"
 
@@ -85,50 +86,12 @@ static int sync_dir(const char *dir) {
   return status;
 }
 
-// Writes `root` to dir/name through a temporary file, fsync and rename.
+// Writes `root` to dir/name atomically (fileio.h).
 static int save_json(const char *dir, const char *name, const json_t *root) {
   char *text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
   char *path = join_path(dir, name);
-  size_t temp_size = strlen(dir) + strlen(name) + 40;
-  char *temp = malloc(temp_size);
-  int status = 0;
-  if (!text || !path || !temp) {
-    status = herd_seterr(HERD_ENOMEM, "%s: out of memory", name);
-    goto done;
-  }
-  snprintf(temp, temp_size, "%s/%s.tmp-%ld", dir, name, (long)getpid());
-  int fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    status = herd_seterr(HERD_EIO, "%s: cannot create %s: %s", path, temp, strerror(errno));
-    goto done;
-  }
-  const char *step = NULL;
-  size_t len = strlen(text), done_bytes = 0;
-  while (done_bytes < len && !step) {
-    ssize_t n = write(fd, text + done_bytes, len - done_bytes);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0)
-      step = "writing";
-    else
-      done_bytes += (size_t)n;
-  }
-  if (!step && write(fd, "\n", 1) != 1) step = "writing";
-  if (!step && fsync(fd)) step = "syncing";
-  int err = errno;
-  if (close(fd) && !step) {
-    step = "closing";
-    err = errno;
-  }
-  if (!step && rename(temp, path)) {
-    step = "renaming";
-    err = errno;
-  }
-  if (step) {
-    unlink(temp);
-    status = herd_seterr(HERD_EIO, "%s: %s %s: %s", path, step, temp, strerror(err));
-  }
-done:
-  free(temp);
+  int status = text && path ? herd_write_text_atomic(path, text)
+                            : herd_seterr(HERD_ENOMEM, "%s: out of memory", name);
   free(path);
   free(text);
   return status;

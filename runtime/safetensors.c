@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "fileio.h"
 
 enum { MAX_NAME_IN_MESSAGE = 200 };
 static const uint64_t MAX_HEADER_SIZE = 100000000;  // Hugging Face's limit (100 MB)
@@ -628,23 +629,6 @@ static int write_file(int fd, const char *header, int count, const named *sorted
   return 0;
 }
 
-// fsync of the directory holding `path`, so that the rename itself is durable.
-static int sync_directory(const char *path) {
-  const char *slash = strrchr(path, '/');
-  char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-  if (!dir) return -1;
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  free(dir);
-  if (fd < 0) return -1;
-  int status = fsync(fd);
-  // Some file systems cannot fsync a directory; the rename is done either way.
-  if (status && (errno == EINVAL || errno == ENOTSUP)) status = 0;
-  int err = errno;
-  close(fd);
-  errno = err;
-  return status;
-}
-
 int herd_safetensors_save(const char *path, int count, const char *const *names,
                           const herd_tensor *const *tensors, int n_metadata,
                           const char *const *metadata_keys, const char *const *metadata_values) {
@@ -697,7 +681,7 @@ int herd_safetensors_save(const char *path, int count, const char *const *names,
       if (step) {
         unlink(temp);
         status = herd_seterr(HERD_EIO, "%s: %s %s: %s", path, step, temp, strerror(err));
-      } else if (sync_directory(path)) {
+      } else if (herd_sync_directory(path)) {
         status = herd_seterr(HERD_EIO, "%s: syncing its directory: %s", path, strerror(errno));
       }
     }

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "fileio.h"
 
 #define SPACE_MARK "\xe2\x96\x81"  // U+2581 `▁`
 #define SPACE_MARK_LEN 3
@@ -1127,48 +1128,6 @@ static json_t *added_json(const added_token *a) {
                    "normalized", a->normalized, "special", a->special);
 }
 
-// Writes data to path through a temporary file beside it, fsync and rename.
-static int write_atomic(const char *path, const char *data, size_t len) {
-  size_t tl = strlen(path) + 32;
-  char *tmp = malloc(tl);
-  if (!tmp) return herd_seterr(HERD_ENOMEM, "tokenizer: out of memory");
-  snprintf(tmp, tl, "%s.tmp-%ld", path, (long)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    int rc = herd_seterr(HERD_EIO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-    free(tmp);
-    return rc;
-  }
-  const char *step = NULL;
-  size_t done = 0;
-  while (done < len && !step) {
-    ssize_t n = write(fd, data + done, len - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0)
-      step = "writing";
-    else
-      done += (size_t)n;
-  }
-  if (!step && write(fd, "\n", 1) != 1) step = "writing";
-  if (!step && fsync(fd)) step = "syncing";
-  int err = errno;
-  if (close(fd) && !step) {
-    step = "closing";
-    err = errno;
-  }
-  if (!step && rename(tmp, path)) {
-    step = "renaming";
-    err = errno;
-  }
-  int rc = 0;
-  if (step) {
-    unlink(tmp);
-    rc = herd_seterr(HERD_EIO, "%s: %s %s: %s", path, step, tmp, strerror(err));
-  }
-  free(tmp);
-  return rc;
-}
-
 int herd_tokenizer_save(const herd_tokenizer *t, const char *path) {
   json_t *root = json_object(), *vocab = json_object(), *merges = json_array(),
          *added = json_array();
@@ -1253,7 +1212,7 @@ int herd_tokenizer_save(const herd_tokenizer *t, const char *path) {
   char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
   json_decref(root);
   if (!text) return herd_seterr(HERD_ENOMEM, "tokenizer: out of memory");
-  rc = write_atomic(path, text, strlen(text));
+  rc = herd_write_text_atomic(path, text);
   free(text);
   return rc;
 }
