@@ -4,7 +4,8 @@
 --   2. language modelling on the corpus with AdamW and a cosine schedule (Llama 2 section 2.2:
 --      betas 0.9/0.95, eps 1e-5, weight decay 0.1, clip 1.0, warm-up then cosine to 10%),
 --      with held-out loss measured along the way.
--- Every number goes to the run history: `herd runs metrics ID train_loss val_loss --plot`.
+-- Every number goes to the run history: `herd runs metrics ID train_loss val_loss --plot`; the
+-- tokenizer and the checkpoint (Hugging Face layout) go to out/<run id>/.
 --
 --   herd experiments/train_reference.lua [corpus files...]    (default: Debian's licence texts
 --                                                               and herd's own docs)
@@ -41,9 +42,12 @@ for _, path in ipairs(corpus_files()) do
 end
 if #texts == 0 then error("no corpus: give text files as arguments") end
 
+local out = string.format("out/%d", run.id)  -- this run's outputs, recorded as artifacts
+assert(os.execute("mkdir -p " .. out))
 local started = herd.core.now()
 local tok = herd.tokenizer.train{ corpus = texts, vocab_size = cfg.vocab_size }
-tok:save(string.format("train-reference-%d.tokenizer.json", run.id))
+tok:save(out .. "/tokenizer.json")
+run:artifact("tokenizer", out .. "/tokenizer.json", "tokenizer.json")
 -- Held-out text: the last 10% of every file (the files differ in style, so the held-out loss
 -- measures the language, not one licence that training never saw).
 local stream, held_out = {}, {}
@@ -127,7 +131,6 @@ for step = 1, cfg.steps do
   end
   run:log(step, metrics)
 end
-local dir = string.format("train-reference-%d", run.id)
-model:save(dir)
-run:artifact("checkpoint", dir .. "/model.safetensors", "safetensors")
+model:save(out)
+run:artifact("checkpoint", out .. "/model.safetensors", "safetensors")
 print(string.format("run %d: see `herd runs metrics %d train_loss val_loss --plot`", run.id, run.id))
