@@ -19,7 +19,8 @@ end
 
 -- Completion must never run user code (a Ctrl-C handler is not in place while editing a line,
 -- and a TAB should not have side effects): values are read with rawget and next, and an
--- __index metamethod is followed only when it is a table, a bounded number of times.
+-- __index metamethod is followed only when it is a table (or names a `methods` table), a
+-- bounded number of times.
 local max_index_chain = 16
 
 local function index_chain(value)
@@ -32,6 +33,11 @@ local function index_chain(value)
     end
     local mt = debug.getmetatable(value)
     local index = mt and rawget(mt, "__index")
+    -- A userdata whose __index is a function (tensors: t[1] selects) lists its methods in
+    -- the metatable's `methods` table.
+    if type(index) == "function" and type(rawget(mt, "methods")) == "table" then
+      index = rawget(mt, "methods")
+    end
     if type(index) ~= "table" then break end
     value = index
   end

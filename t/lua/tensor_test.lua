@@ -155,4 +155,13 @@ t.test("closing a tensor frees it; using it afterwards is an error", function()
   t.raises(function() return a:sum() end, "tensor is closed")
 end)
 
+t.test("the REPL completes tensor methods", function()
+  local repl = require "herd.repl"
+  _G.completion_probe = tensor.zeros{ 2 }
+  local found = table.concat(repl.complete("completion_probe:to"), " ")
+  _G.completion_probe = nil
+  t.match(found, "completion_probe:totable")
+  t.match(" " .. found .. " ", " completion_probe:to ")
+end)
+
 t.done()
