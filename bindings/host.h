@@ -1,7 +1,7 @@
-// defines: herd_open_libraries, herd_docall, herd_report, herd_install_interrupt,
+// defines: herd_open_libraries, herd_docall, herd_report,
 //          herd_interrupted, herd_repl_run, herd_lua_error, HERD_LUA_CHECK, herd_lua_totensor,
 //          herd_lua_newtensor, luaopen_herd_core, luaopen_herd_tensor_core,
-//          luaopen_herd_model_core, luaopen_herd_tokenizer_core,
+//          luaopen_herd_model_core, luaopen_herd_tokenizer_core, luaopen_herd_data_core,
 //          herd_lua_dir
 //
 // The host program's shared pieces: bindings/herd.c (main, argument handling), bindings/repl.c
@@ -50,5 +50,6 @@ int luaopen_herd_core(lua_State *L);
 int luaopen_herd_tensor_core(lua_State *L);
 int luaopen_herd_model_core(lua_State *L);
 int luaopen_herd_tokenizer_core(lua_State *L);
+int luaopen_herd_data_core(lua_State *L);
 
 #endif

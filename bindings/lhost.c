@@ -58,6 +58,8 @@ void herd_open_libraries(lua_State *L) {
   lua_setfield(L, -2, "herd.model_core");
   lua_pushcfunction(L, luaopen_herd_tokenizer_core);
   lua_setfield(L, -2, "herd.tokenizer_core");
+  lua_pushcfunction(L, luaopen_herd_data_core);
+  lua_setfield(L, -2, "herd.data_core");
   lua_pop(L, 2);
 }
 

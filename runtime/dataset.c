@@ -21,7 +21,7 @@
 #include "rng.h"
 
 static const char *const category_fields[HERD_DS_NCATEGORIES] = {"source", "rating", "domain",
-                                                                  "safety_bin"};
+                                                                 "safety_bin"};
 static const char *const length_fields[3] = {"prompt", "chosen", "rejected"};
 
 // Interned strings: values[id - 1] for id >= 1, found through an open-addressing hash.
@@ -143,11 +143,11 @@ static void store_release(ds_store *s) {
   free(s);
 }
 
-#define GROW(field, cap)                                           \
-  do {                                                             \
-    void *p_ = realloc((field), (cap) * sizeof *(field));          \
+#define GROW(field, cap)                                                \
+  do {                                                                  \
+    void *p_ = realloc((field), (cap) * sizeof *(field));               \
     if (!p_) return herd_seterr(HERD_ENOMEM, "dataset: out of memory"); \
-    (field) = p_;                                                  \
+    (field) = p_;                                                       \
   } while (0)
 
 static int store_reserve(ds_store *s, size_t n) {
@@ -211,8 +211,8 @@ static int store_append(ds_store *s, const char *text, size_t len, const json_t 
   s->batch[r] = json_is_number(batch) ? json_number_value(batch) : NAN;
   for (int k = 0; k < 3; k++) {
     json_t *v = json_object_get(obj, length_fields[k]);
-    s->chars[k][r] = json_is_string(v) ? utf8_chars(json_string_value(v), json_string_length(v))
-                                       : -1;
+    s->chars[k][r] =
+        json_is_string(v) ? utf8_chars(json_string_value(v), json_string_length(v)) : -1;
   }
   s->turns[r] = 0;
   s->is_dialog[r] = 0;
@@ -279,8 +279,34 @@ static int view_new(herd_dataset **out, ds_store *store, size_t n) {
   return 0;
 }
 
+#define SHRINK(field, n)                                \
+  do {                                                  \
+    void *p_ = realloc((field), (n) * sizeof *(field)); \
+    if (p_) (field) = p_;                               \
+  } while (0)
+
+// Gives back the slack of the doubling arrays once a storage is complete.
+static void store_shrink(ds_store *s) {
+  if (s->text_len && s->text_len < s->text_cap) {
+    SHRINK(s->text, s->text_len);
+    s->text_cap = s->text_len;
+  }
+  if (!s->n || s->n == s->cap) return;
+  SHRINK(s->offset, s->n);
+  SHRINK(s->length, s->n);
+  SHRINK(s->line, s->n);
+  SHRINK(s->origin, s->n);
+  for (int c = 0; c < HERD_DS_NCATEGORIES; c++) SHRINK(s->cat[c], s->n);
+  SHRINK(s->batch, s->n);
+  for (int k = 0; k < 3; k++) SHRINK(s->chars[k], s->n);
+  SHRINK(s->turns, s->n);
+  SHRINK(s->is_dialog, s->n);
+  s->cap = s->n;
+}
+
 // A dataset over all of `store` (taking over the caller's reference).
 static int view_all(herd_dataset **out, ds_store *store) {
+  store_shrink(store);
   int status = view_new(out, store, store->n);
   store_release(store);
   if (status) return status;
@@ -295,7 +321,9 @@ void herd_dataset_free(herd_dataset *ds) {
   free(ds);
 }
 
-size_t herd_dataset_size(const herd_dataset *ds) { return ds ? ds->n : 0; }
+size_t herd_dataset_size(const herd_dataset *ds) {
+  return ds ? ds->n : 0;
+}
 
 int herd_dataset_record(const herd_dataset *ds, size_t i, const char **text, size_t *len) {
   if (!ds || i >= ds->n)
@@ -319,10 +347,9 @@ int herd_dataset_origin(const herd_dataset *ds, size_t i, const char **file, int
 
 size_t herd_dataset_bytes(const herd_dataset *ds) {
   const ds_store *s = ds->store;
-  size_t per_record = sizeof *s->offset + sizeof *s->length + sizeof *s->line +
-                      sizeof *s->origin + HERD_DS_NCATEGORIES * sizeof *s->cat[0] +
-                      sizeof *s->batch + 3 * sizeof *s->chars[0] + sizeof *s->turns +
-                      sizeof *s->is_dialog;
+  size_t per_record = sizeof *s->offset + sizeof *s->length + sizeof *s->line + sizeof *s->origin +
+                      HERD_DS_NCATEGORIES * sizeof *s->cat[0] + sizeof *s->batch +
+                      3 * sizeof *s->chars[0] + sizeof *s->turns + sizeof *s->is_dialog;
   size_t bytes = sizeof *s + s->text_cap + s->cap * per_record + intern_bytes(&s->origins);
   for (int c = 0; c < HERD_DS_NCATEGORIES; c++) bytes += intern_bytes(&s->interned[c]);
   return bytes + sizeof *ds + ds->n * sizeof *ds->idx;
@@ -331,10 +358,10 @@ size_t herd_dataset_bytes(const herd_dataset *ds) {
 // ---------------------------------------------------------------- the preference schema
 
 static const char *const ratings[] = {"significantly better", "better", "slightly better",
-                                      "negligibly better", "unsure", NULL};
+                                      "negligibly better",    "unsure", NULL};
 static const char *const domains[] = {"helpful", "safety", NULL};
-static const char *const safety_bins[] = {"chosen_safe_rejected_unsafe", "both_safe",
-                                          "both_unsafe", NULL};
+static const char *const safety_bins[] = {"chosen_safe_rejected_unsafe", "both_safe", "both_unsafe",
+                                          NULL};
 static const char *const roles[] = {"system", "user", "assistant", NULL};
 
 // A short description of a JSON value for messages: strings quoted (cut at 40 bytes).
@@ -421,8 +448,8 @@ static int check_preference(const json_t *obj, char *msg, size_t cap) {
       char name[64];
       if (!json_is_object(m)) {
         describe_value(m, got, sizeof got);
-        snprintf(msg, cap, "field 'dialog[%zu]': expected an object {role, content}, got %s",
-                 i + 1, got);
+        snprintf(msg, cap, "field 'dialog[%zu]': expected an object {role, content}, got %s", i + 1,
+                 got);
         return -1;
       }
       snprintf(name, sizeof name, "dialog[%zu].role", i + 1);
@@ -432,8 +459,9 @@ static int check_preference(const json_t *obj, char *msg, size_t cap) {
     }
     const char *last = json_string_value(json_object_get(json_array_get(dialog, i - 1), "role"));
     if (strcmp(last, "user") != 0) {
-      snprintf(msg, cap, "field 'dialog[%zu].role': the last message must be the user's, got \"%s\"",
-               i, last);
+      snprintf(msg, cap,
+               "field 'dialog[%zu].role': the last message must be the user's, got \"%s\"", i,
+               last);
       return -1;
     }
   }
@@ -487,8 +515,8 @@ static int load_line(ds_store *s, const char *text, size_t len, const char *orig
   char msg[512];
   if (!json_is_object(obj)) {
     describe_value(obj, msg, sizeof msg);
-    status = herd_seterr(HERD_ECORRUPT, "%s:%zu: expected a JSON object, got %s", origin, line,
-                         msg);
+    status =
+        herd_seterr(HERD_ECORRUPT, "%s:%zu: expected a JSON object, got %s", origin, line, msg);
   } else if (schema == HERD_SCHEMA_PREFERENCE && check_preference(obj, msg, sizeof msg)) {
     status = herd_seterr(HERD_EINVAL, "%s:%zu: %s", origin, line, msg);
   } else if (line > UINT32_MAX) {
@@ -500,7 +528,9 @@ static int load_line(ds_store *s, const char *text, size_t len, const char *orig
   return status;
 }
 
-static int is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+static int is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
 
 static void trim(const char **text, size_t *len) {
   while (*len && is_space(**text)) (*text)++, (*len)--;
@@ -531,6 +561,7 @@ int herd_dataset_load_jsonl(herd_dataset **out, const char *path, int schema) {
     const char *text = buf;
     size_t len = (size_t)got;
     int truncated = len == 0 || buf[len - 1] != '\n';
+    if (line == 1 && len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) text += 3, len -= 3;
     trim(&text, &len);
     if (len == 0) continue;
     status = load_line(s, text, len, path, origin_id, line, schema, truncated);
@@ -620,8 +651,8 @@ int herd_dataset_filter_eq(herd_dataset **out, const herd_dataset *ds, const cha
     json_error_t err;
     values[k] = json_loads(json_values[k], JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
     if (!values[k]) {
-      status = herd_seterr(HERD_EINVAL, "filter: field '%s': the value is not JSON: %s",
-                           fields[k], err.text);
+      status = herd_seterr(HERD_EINVAL, "filter: field '%s': the value is not JSON: %s", fields[k],
+                           err.text);
       break;
     }
     column[k] = -1;
@@ -733,8 +764,7 @@ int herd_dataset_split(herd_dataset **first, herd_dataset **second, const herd_d
 
 int herd_dataset_concat(herd_dataset **out, const herd_dataset *a, const herd_dataset *b) {
   *out = NULL;
-  if (a->n + b->n > UINT32_MAX)
-    return herd_seterr(HERD_EINVAL, "concat: more than 2^32 records");
+  if (a->n + b->n > UINT32_MAX) return herd_seterr(HERD_EINVAL, "concat: more than 2^32 records");
   if (a->store == b->store) {
     int status = view_new(out, a->store, a->n + b->n);
     if (status) return status;

@@ -13,7 +13,7 @@ local herd = {
 
 -- Modules loaded on first use, so `require "herd"` stays cheap.
 local lazy = { pretty = "herd.pretty", plot = "herd.plot", cli = "herd.cli", tensor = "herd.tensor",
-               model = "herd.model", tokenizer = "herd.tokenizer" }
+               model = "herd.model", tokenizer = "herd.tokenizer", data = "herd.data" }
 setmetatable(herd, {
   __index = function(t, key)
     local module = lazy[key]
