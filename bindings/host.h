@@ -1,5 +1,6 @@
 // defines: herd_open_libraries, herd_docall, herd_report,
-//          herd_interrupted, herd_repl_run, herd_lua_error, HERD_LUA_CHECK, herd_lua_totensor,
+//          herd_interrupted, herd_repl_run, herd_lua_error, HERD_LUA_CHECK, herd_lua_pushjson,
+//          herd_lua_totensor,
 //          herd_lua_newtensor, luaopen_herd_core, luaopen_herd_tensor_core,
 //          luaopen_herd_model_core, luaopen_herd_tokenizer_core, luaopen_herd_data_core,
 //          herd_lua_dir
@@ -38,6 +39,11 @@ int herd_lua_error(lua_State *L);
   do {                                         \
     if ((call) != 0) return herd_lua_error(L); \
   } while (0)
+
+// Pushes a jansson value as Lua (objects/arrays as tables, null as herd.json.null);
+// bindings/lrunlog.c.
+struct json_t;
+void herd_lua_pushjson(lua_State *L, struct json_t *value);
 
 // Tensors across bindings (bindings/ltensor.c owns the userdata).
 struct herd_tensor;

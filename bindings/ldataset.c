@@ -105,48 +105,6 @@ static int core_from_lines(lua_State *L) {
   return 1;
 }
 
-static void json_to_lua(lua_State *L, json_t *value) {
-  luaL_checkstack(L, 4, "JSON nested too deeply");
-  switch (json_typeof(value)) {
-    case JSON_OBJECT: {
-      lua_createtable(L, 0, (int)json_object_size(value));
-      const char *key;
-      json_t *child;
-      json_object_foreach(value, key, child) {
-        json_to_lua(L, child);
-        lua_setfield(L, -2, key);
-      }
-      break;
-    }
-    case JSON_ARRAY: {
-      lua_createtable(L, (int)json_array_size(value), 0);
-      for (size_t i = 0; i < json_array_size(value); i++) {
-        json_to_lua(L, json_array_get(value, i));
-        lua_seti(L, -2, (lua_Integer)i + 1);
-      }
-      break;
-    }
-    case JSON_STRING:
-      lua_pushlstring(L, json_string_value(value), json_string_length(value));
-      break;
-    case JSON_INTEGER:
-      lua_pushinteger(L, (lua_Integer)json_integer_value(value));
-      break;
-    case JSON_REAL:
-      lua_pushnumber(L, json_real_value(value));
-      break;
-    case JSON_TRUE:
-      lua_pushboolean(L, 1);
-      break;
-    case JSON_FALSE:
-      lua_pushboolean(L, 0);
-      break;
-    case JSON_NULL:
-      lua_pushlightuserdata(L, NULL);  // herd.json.null
-      break;
-  }
-}
-
 // Pushes record `i` (0-based) as a table.
 static void push_record(lua_State *L, const herd_dataset *ds, size_t i) {
   const char *text;
@@ -156,7 +114,7 @@ static void push_record(lua_State *L, const herd_dataset *ds, size_t i) {
   json_error_t err;
   guard->json = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
   if (!guard->json) luaL_error(L, "dataset: record %d: %s", (int)i + 1, err.text);
-  json_to_lua(L, guard->json);
+  herd_lua_pushjson(L, guard->json);
   lua_remove(L, -2);
   json_decref(guard->json);  // the guard was removed from the stack; free now, not at GC
   guard->json = NULL;

@@ -243,7 +243,8 @@ static void encode_value(lua_State *L, text_buffer *buffer, int index, const cha
   }
 }
 
-static void json_to_lua(lua_State *L, json_t *value) {
+// A JSON value as a Lua value (objects and arrays as tables, null as herd.json.null).
+void herd_lua_pushjson(lua_State *L, json_t *value) {
   luaL_checkstack(L, 4, "JSON nested too deeply");
   switch (json_typeof(value)) {
     case JSON_OBJECT: {
@@ -251,7 +252,7 @@ static void json_to_lua(lua_State *L, json_t *value) {
       const char *key;
       json_t *child;
       json_object_foreach(value, key, child) {
-        json_to_lua(L, child);
+        herd_lua_pushjson(L, child);
         lua_setfield(L, -2, key);
       }
       break;
@@ -259,7 +260,7 @@ static void json_to_lua(lua_State *L, json_t *value) {
     case JSON_ARRAY: {
       lua_createtable(L, (int)json_array_size(value), 0);
       for (size_t i = 0; i < json_array_size(value); i++) {
-        json_to_lua(L, json_array_get(value, i));
+        herd_lua_pushjson(L, json_array_get(value, i));
         lua_seti(L, -2, (lua_Integer)i + 1);
       }
       break;
@@ -303,7 +304,7 @@ static int core_json_decode(lua_State *L) {
   if (!value)
     return luaL_error(L, "invalid JSON at line %d, column %d: %s", error.line, error.column,
                       error.text);
-  json_to_lua(L, value);
+  herd_lua_pushjson(L, value);
   json_decref(value);
   return 1;
 }
