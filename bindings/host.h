@@ -1,6 +1,6 @@
 // defines: herd_open_libraries, herd_docall, herd_report,
 //          herd_interrupted, herd_repl_run, herd_lua_error, HERD_LUA_CHECK, herd_lua_pushjson,
-//          herd_lua_totensor,
+//          herd_lua_newclass, herd_lua_totensor,
 //          herd_lua_newtensor, luaopen_herd_core, luaopen_herd_tensor_core,
 //          luaopen_herd_model_core, luaopen_herd_tokenizer_core, luaopen_herd_data_core,
 //          herd_lua_dir
@@ -11,6 +11,7 @@
 #ifndef HERD_HOST_H
 #define HERD_HOST_H
 
+#include <lauxlib.h>
 #include <lua.h>
 
 // Opens the standard libraries and makes `require "herd"` work from any directory: the Lua
@@ -44,6 +45,11 @@ int herd_lua_error(lua_State *L);
 // bindings/lrunlog.c.
 struct json_t;
 void herd_lua_pushjson(lua_State *L, struct json_t *value);
+
+// Registers a userdata class (metatable `type_name` with __gc and __close = gc, __index =
+// methods) and pushes a module table of `functions` whose `metatable` field is that metatable.
+void herd_lua_newclass(lua_State *L, const char *type_name, lua_CFunction gc,
+                       const luaL_Reg *methods, const luaL_Reg *functions);
 
 // Tensors across bindings (bindings/ltensor.c owns the userdata).
 struct herd_tensor;

@@ -121,6 +121,22 @@ int herd_lua_error(lua_State *L) {
   return lua_error(L);
 }
 
+void herd_lua_newclass(lua_State *L, const char *type_name, lua_CFunction gc,
+                       const luaL_Reg *methods, const luaL_Reg *functions) {
+  luaL_newmetatable(L, type_name);
+  lua_pushcfunction(L, gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, gc);  // `local x <close>` frees at once; gc is idempotent
+  lua_setfield(L, -2, "__close");
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_newtable(L);
+  luaL_setfuncs(L, functions, 0);
+  lua_rotate(L, -2, 1);
+  lua_setfield(L, -2, "metatable");
+}
+
 int herd_report(lua_State *L, int status) {
   if (status != LUA_OK) {
     const char *message = lua_tostring(L, -1);

@@ -531,17 +531,6 @@ int luaopen_herd_model_core(lua_State *L) {
                                      {NULL, NULL}};
   static const luaL_Reg functions[] = {
       {"new", core_new}, {"load", core_load}, {"lr_cosine", core_lr_cosine}, {NULL, NULL}};
-  luaL_newmetatable(L, MODEL_TYPE);
-  lua_pushcfunction(L, model_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, model_gc);
-  lua_setfield(L, -2, "__close");
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_newtable(L);
-  luaL_setfuncs(L, functions, 0);
-  lua_pushvalue(L, -2);
-  lua_setfield(L, -2, "metatable");
+  herd_lua_newclass(L, MODEL_TYPE, model_gc, methods, functions);
   return 1;
 }

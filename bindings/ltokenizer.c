@@ -226,18 +226,7 @@ int luaopen_herd_tokenizer_core(lua_State *L) {
       {"_special", tokenizer_special}, {"_chat", tokenizer_chat},
       {"close", tokenizer_gc},         {NULL, NULL}};
   static const luaL_Reg functions[] = {{"load", core_load}, {"train", core_train}, {NULL, NULL}};
-  luaL_newmetatable(L, TOKENIZER_TYPE);
-  lua_pushcfunction(L, tokenizer_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, tokenizer_gc);
-  lua_setfield(L, -2, "__close");
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_newtable(L);
-  luaL_setfuncs(L, functions, 0);
-  lua_pushvalue(L, -2);
-  lua_setfield(L, -2, "metatable");
+  herd_lua_newclass(L, TOKENIZER_TYPE, tokenizer_gc, methods, functions);
   lua_pushinteger(L, HERD_TOK_BOS);
   lua_setfield(L, -2, "BOS");
   lua_pushinteger(L, HERD_TOK_EOS);
