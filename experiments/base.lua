@@ -12,26 +12,13 @@ local herd = require "herd"
 local world = require "herd.world"
 local corpus = require "herd.world.corpus"
 
--- ---------------------------------------------------------------- arguments
-
-local quick, seed, steps_override = false, 1, nil
-do
-  local i = 1
-  while arg and arg[i] do
-    local a = arg[i]
-    if a == "--quick" then
-      quick = true
-    elseif a == "--seed" or a == "--steps" then
-      local v = math.tointeger(tonumber(arg[i + 1]))
-      if not v then error(a .. " expects an integer") end
-      if a == "--seed" then seed = v else steps_override = v end
-      i = i + 1
-    else
-      error("base.lua: unknown argument " .. a .. " (--quick, --seed N, --steps N)")
-    end
-    i = i + 1
-  end
-end
+local opts = herd.experiment.args{
+  usage = "herd experiments/base.lua [options]",
+  description = "Trains the toy world's tokenizer and pretrains its base model; the tokenizer and"
+    .. " the checkpoint\ngo to out/<run id>/.",
+  options = { { "steps", "int", "training steps (default 1400, 1200 with --quick)" } },
+}
+local quick, seed, steps_override = opts.quick, opts.seed, opts.steps
 
 local model_config = quick
   and { dim = 128, n_layers = 4, n_heads = 4, n_kv_heads = 2, hidden_dim = 384, max_seq_len = 128 }
@@ -55,8 +42,7 @@ local started = herd.core.now()
 
 local docs = corpus.pretraining{ seed = cfg.seed, tokens = cfg.corpus_tokens, quick = cfg.quick }
 local tok = herd.tokenizer.train{ corpus = docs, vocab_size = cfg.vocab_size }
-local out = string.format("out/%d", run.id)
-assert(os.execute("mkdir -p " .. out))
+local out = herd.experiment.outdir(run)
 tok:save(out .. "/tokenizer.json")
 run:artifact("tokenizer", out .. "/tokenizer.json", "tokenizer.json")
 
@@ -131,31 +117,6 @@ local function validation_loss()
   return sum / #val_batches
 end
 
--- ---------------------------------------------------------------- progress
-
-local tty = os.execute("test -t 1") == true
-local function clock(seconds)
-  seconds = math.max(0, math.floor(seconds + 0.5))
-  return string.format("%d:%02d", seconds // 60, seconds % 60)
-end
-
-local function progress(step, loss, val, rate, elapsed)
-  local eta = rate > 0 and (cfg.steps - step) * cfg.batch * cfg.seq / rate or 0
-  local width = 24
-  local filled = math.floor(width * step / cfg.steps)
-  local line = string.format("[%s%s] step %d/%d  loss %.3f%s  %.0f tokens/s  %s elapsed  ETA %s",
-    string.rep("#", filled), string.rep(".", width - filled), step, cfg.steps, loss,
-    val and string.format("  val %.3f", val) or "", rate, clock(elapsed), clock(eta))
-  if tty then
-    io.write("\r", line, "\27[K")
-    if step == cfg.steps then io.write("\n") end
-    io.flush()
-  elseif val or step == cfg.steps then
-    print(line)
-    io.stdout:flush()
-  end
-end
-
 -- ---------------------------------------------------------------- training
 
 local val = validation_loss()
@@ -163,6 +124,7 @@ run:log(0, { val_loss = val })
 print(string.format("initial held-out loss %.3f (uniform: %.3f)", val, math.log(tok:vocab_size())))
 io.stdout:flush()
 local train_started = herd.core.now()
+local bar = herd.progress.new{ total = cfg.steps, unit = "tokens", order = { "loss", "val" } }
 for step = 1, cfg.steps do
   optimizer.lr = herd.model.lr_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.floor)
   local loss, grad_norm = model:step(random_batch(stream, cfg.batch, cfg.seq), optimizer)
@@ -173,11 +135,10 @@ for step = 1, cfg.steps do
     metrics.val_loss = evaluated
   end
   run:log(step, metrics)
-  local elapsed = herd.core.now() - train_started
-  if tty or evaluated then
-    progress(step, loss, evaluated, step * cfg.batch * cfg.seq / elapsed, elapsed)
-  end
+  bar:update(step, { loss = loss, val = evaluated }, step * cfg.batch * cfg.seq,
+    { print = evaluated ~= nil })
 end
+bar:finish()
 local train_seconds = herd.core.now() - train_started
 val = validation_loss()
 run:param("train_seconds", train_seconds)
@@ -186,6 +147,7 @@ run:param("held_out_loss", val)
 
 model:save(out)
 run:artifact("checkpoint", out .. "/model.safetensors", "safetensors")
+run:artifact("model_config", out .. "/config.json", "config.json")
 
 -- ---------------------------------------------------------------- samples
 

@@ -3,15 +3,31 @@
 -- (The Llama 2 experiments replace this one as their issues land; quickstart.lua will be the
 -- main job.)
 --
---   herd experiments/linear_fit.lua            -- then: herd runs ls / herd runs show ID
+--   herd experiments/linear_fit.lua [--quick] [--seed N] [--steps N]
+--                                              -- then: herd runs ls / herd runs show ID
 local herd = require "herd"
+
+local opts = herd.experiment.args{
+  usage = "herd experiments/linear_fit.lua [options]",
+  description = "Fits y = a*x + b to noisy points by mini-batch SGD; the fitted model goes to\n"
+    .. "out/<run id>/model.json.",
+  seed = 7,
+  options = { { "steps", "int", "number of SGD steps (default 400, 100 with --quick)" } },
+}
 
 local run <close> = herd.run.start{
   name = "linear-fit",
-  config = { lr = 0.05, steps = 400, batch = 16, points = 512, noise = 0.1, a = 3.0, b = -2.0, seed = 7 },
+  config = {
+    lr = 0.05, steps = opts.steps or (opts.quick and 100 or 400), batch = 16,
+    points = opts.quick and 128 or 512, noise = 0.1, a = 3.0, b = -2.0,
+    quick = opts.quick, seed = opts.seed,
+  },
   tags = { "demo" },
 }
 local cfg = run.config  -- the effective config (a recipe from `herd runs export` may override)
+-- herd.run.start seeded math.random with the run's seed already; seeding again from the config
+-- keeps the data and the fit a function of the recorded config alone.
+math.randomseed(cfg.seed)
 
 -- data: x uniform in [-1, 1], y = a x + b + gaussian noise (Box-Muller)
 local xs, ys = {}, {}
@@ -39,7 +55,7 @@ for step = 1, cfg.steps do
   end
 end
 
-local model_path = string.format("linear-fit-%d.json", run.id)
+local model_path = herd.experiment.outdir(run) .. "/model.json"
 local file = assert(io.open(model_path, "w"))
 file:write(herd.json.encode{ a = a, b = b }, "\n")
 file:close()

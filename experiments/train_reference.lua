@@ -7,15 +7,29 @@
 -- Every number goes to the run history: `herd runs metrics ID train_loss val_loss --plot`; the
 -- tokenizer and the checkpoint (Hugging Face layout) go to out/<run id>/.
 --
---   herd experiments/train_reference.lua [corpus files...]    (default: Debian's licence texts
---                                                               and herd's own docs)
+--   herd experiments/train_reference.lua [--quick] [--seed N] [--steps N] [corpus files...]
+--   (default corpus: Debian's licence texts and herd's own docs)
+--   --quick: vocab 512, dim 64, 2 layers, seq 64, 200 steps; same code path, a few seconds.
 local herd = require "herd"
 
+local opts = herd.experiment.args{
+  usage = "herd experiments/train_reference.lua [options] [corpus files...]",
+  description = "Trains a BPE vocabulary and the reference model on a text corpus: overfits one"
+    .. " batch, then\nlearns the corpus; the tokenizer and the checkpoint go to out/<run id>/.",
+  options = { { "steps", "int", "training steps (default 300, 200 with --quick)" } },
+  positional = "corpus files (default: /usr/share/common-licenses and doc/*.md)",
+}
+
+local quick = opts.quick
 local run <close> = herd.run.start{
   name = "train-reference",
   config = {
-    vocab_size = 4096, seq = 256, batch = 8, steps = 300, lr = 1e-3, warmup = 30, floor = 0.1,
-    overfit_max_steps = 300, eval_every = 50, seed = 1,
+    vocab_size = quick and 512 or 4096, seq = quick and 64 or 256, batch = 8,
+    steps = opts.steps or (quick and 200 or 300), lr = quick and 3e-3 or 1e-3,
+    warmup = quick and 20 or 30, floor = 0.1, overfit_max_steps = 300,
+    eval_every = 50, quick = quick, seed = opts.seed,
+    model = quick and { dim = 64, n_layers = 2, n_heads = 4, n_kv_heads = 2, hidden_dim = 192 }
+      or { dim = 288, n_layers = 6, n_heads = 6, n_kv_heads = 2, hidden_dim = 768 },
   },
   tags = { "reference-model" },
 }
@@ -24,7 +38,7 @@ local cfg = run.config
 -- ---------------------------------------------------------------- corpus and tokenizer
 
 local function corpus_files()
-  if #arg > 0 then return { table.unpack(arg) } end
+  if #opts.positional > 0 then return opts.positional end
   local files = {}
   local listing = io.popen("find /usr/share/common-licenses -type f | sort; ls doc/*.md README.md 2>/dev/null")
   for path in listing:lines() do files[#files + 1] = path end
@@ -42,8 +56,7 @@ for _, path in ipairs(corpus_files()) do
 end
 if #texts == 0 then error("no corpus: give text files as arguments") end
 
-local out = string.format("out/%d", run.id)  -- this run's outputs, recorded as artifacts
-assert(os.execute("mkdir -p " .. out))
+local out = herd.experiment.outdir(run)  -- this run's outputs, recorded as artifacts
 local started = herd.core.now()
 local tok = herd.tokenizer.train{ corpus = texts, vocab_size = cfg.vocab_size }
 tok:save(out .. "/tokenizer.json")
@@ -86,7 +99,8 @@ local function random_starts(b, lo, hi)
 end
 
 local config = {
-  dim = 288, n_layers = 6, n_heads = 6, n_kv_heads = 2, hidden_dim = 768,
+  dim = cfg.model.dim, n_layers = cfg.model.n_layers, n_heads = cfg.model.n_heads,
+  n_kv_heads = cfg.model.n_kv_heads, hidden_dim = cfg.model.hidden_dim,
   vocab_size = tok:vocab_size(), max_seq_len = cfg.seq,
 }
 local optimizer = { beta1 = 0.9, beta2 = 0.95, eps = 1e-5, weight_decay = 0.1, grad_clip = 1.0 }
@@ -117,20 +131,21 @@ local function validation_loss()
 end
 
 run:log(0, { val_loss = validation_loss() })
-local train_started = herd.core.now()
+local bar = herd.progress.new{ total = cfg.steps, unit = "tokens", order = { "train", "val", "lr" } }
 for step = 1, cfg.steps do
   optimizer.lr = herd.model.lr_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.floor)
   local batch = window_batch(stream, random_starts(cfg.batch, 1, #stream - cfg.seq - 1), cfg.seq)
   local loss, grad_norm = model:step(batch, optimizer)
   local metrics = { train_loss = loss, lr = optimizer.lr, grad_norm = grad_norm }
-  if step % cfg.eval_every == 0 or step == cfg.steps then
-    metrics.val_loss = validation_loss()
-    print(string.format("step %4d  train %.3f  val %.3f  lr %.2e  %.0f tokens/s", step, loss,
-      metrics.val_loss, optimizer.lr,
-      step * cfg.batch * cfg.seq / (herd.core.now() - train_started)))
-  end
+  local evaluated = step % cfg.eval_every == 0 or step == cfg.steps
+  if evaluated then metrics.val_loss = validation_loss() end
   run:log(step, metrics)
+  bar:update(step, { train = loss, val = metrics.val_loss, lr = optimizer.lr },
+    step * cfg.batch * cfg.seq, { print = evaluated })
 end
+bar:finish()
+run:param("held_out_loss", validation_loss())
 model:save(out)
 run:artifact("checkpoint", out .. "/model.safetensors", "safetensors")
+run:artifact("model_config", out .. "/config.json", "config.json")
 print(string.format("run %d: see `herd runs metrics %d train_loss val_loss --plot`", run.id, run.id))

@@ -14,7 +14,8 @@ local herd = {
 -- Modules loaded on first use, so `require "herd"` stays cheap.
 local lazy = { pretty = "herd.pretty", plot = "herd.plot", cli = "herd.cli", tensor = "herd.tensor",
                model = "herd.model", tokenizer = "herd.tokenizer", data = "herd.data",
-               world = "herd.world" }
+               world = "herd.world", experiment = "herd.experiment", progress = "herd.progress",
+               rng = "herd.rng" }
 setmetatable(herd, {
   __index = function(t, key)
     local module = lazy[key]

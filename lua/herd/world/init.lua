@@ -5,6 +5,7 @@
 --   world.helpfulness(dialogs[1], "17 plus 25 is 42.")
 local tasks = require "herd.world.tasks"
 local annotator = require "herd.world.annotator"
+local collect = require "herd.world.collect"
 
 local world = {
   tasks = tasks,
@@ -31,6 +32,16 @@ local world = {
   calibration_pairs = annotator.calibration_pairs,
   annotator_report = annotator.report,
   annotator_defaults = annotator.DEFAULTS,
+  policy = collect.policy,
+  model_policy = collect.model_policy,
+  collect = collect.collect,
+  batch_stats = collect.stats,
+  evaluate = collect.evaluate,
+  weekly_policies = collect.weekly_policies,
+  preference_data = collect.preference_data,
+  source = collect.source,
+  SOURCES = collect.SOURCES,
+  SOURCE_NAMES = collect.SOURCE_NAMES,
 }
 
 -- world.gatt is loaded on first use, and only when lua/herd/world/gatt.lua is installed.

@@ -4,55 +4,9 @@
 local M = {}
 
 ---------------------------------------------------------------------------------------------
--- Deterministic random numbers (splitmix64 on Lua 5.4 wrapping 64-bit integers).
+-- Deterministic random numbers: herd.rng (splitmix64), never math.random.
 
-local Rng = {}
-Rng.__index = Rng
-
-function M.rng(seed)
-  return setmetatable({ state = math.tointeger(seed or 0) or 0 }, Rng)
-end
-
-function Rng:next()
-  self.state = self.state + 0x9E3779B97F4A7C15
-  local z = self.state
-  z = (z ~ (z >> 30)) * 0xBF58476D1CE4E5B9
-  z = (z ~ (z >> 27)) * 0x94D049BB133111EB
-  return z ~ (z >> 31)
-end
-
--- Uniform in [0, 1).
-function Rng:float()
-  return (self:next() >> 11) * (1.0 / 9007199254740992.0)
-end
-
--- Uniform integer in [lo, hi].
-function Rng:int(lo, hi)
-  return lo + (self:next() >> 1) % (hi - lo + 1)
-end
-
-function Rng:pick(list)
-  return list[self:int(1, #list)]
-end
-
--- Standard normal (Box-Muller).
-function Rng:normal()
-  local u1 = 1.0 - self:float()
-  local u2 = self:float()
-  return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
-end
-
--- Picks a key of `weights` (a list of {key, weight}) with probability proportional to weight.
-function Rng:weighted(weights)
-  local total = 0
-  for _, w in ipairs(weights) do total = total + w[2] end
-  local x = self:float() * total
-  for _, w in ipairs(weights) do
-    x = x - w[2]
-    if x < 0 then return w[1] end
-  end
-  return weights[#weights][1]
-end
+M.rng = require("herd.rng").new
 
 -- 32-bit FNV-1a of a string; used for the train/eval split and for content-derived seeds.
 function M.hash(text)
