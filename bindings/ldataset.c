@@ -10,8 +10,10 @@
 #include "dataset.h"
 #include "error.h"
 #include "host.h"
+#include "tensor.h"
 
 #define DATASET_TYPE "herd.Dataset"
+#define PACKED_TYPE "herd.Packed"
 
 typedef struct dataset_box {
   herd_dataset *ds;
@@ -409,6 +411,204 @@ static int dataset_describe(lua_State *L) {
   return 1;
 }
 
+// ---------------------------------------------------------------- packing for SFT
+
+typedef struct packed_box {
+  herd_packed packed;
+} packed_box;
+
+static herd_packed *check_packed(lua_State *L, int index) {
+  packed_box *box = luaL_checkudata(L, index, PACKED_TYPE);
+  if (!box->packed.seq) luaL_error(L, "packed rows are closed");
+  return &box->packed;
+}
+
+static int packed_gc(lua_State *L) {
+  herd_packed_free(&((packed_box *)luaL_checkudata(L, 1, PACKED_TYPE))->packed);
+  return 0;
+}
+
+// The list field `name` of sample i (at the top of the stack) and its length.
+static size_t sample_list(lua_State *L, lua_Integer i, const char *name) {
+  if (lua_getfield(L, -1, name) != LUA_TTABLE)
+    luaL_error(L, "pack: sample %d: field '%s' must be a list, not %s", (int)i, name,
+               luaL_typename(L, -1));
+  size_t n = (size_t)luaL_len(L, -1);
+  lua_pop(L, 1);
+  return n;
+}
+
+// Checks sample i (at the top of the stack) and returns its length.
+static size_t sample_length(lua_State *L, lua_Integer i) {
+  if (lua_type(L, -1) != LUA_TTABLE)
+    luaL_error(L, "pack: sample %d is a %s, not a table { ids =, mask = }", (int)i,
+               luaL_typename(L, -1));
+  size_t n_ids = sample_list(L, i, "ids"), n_mask = sample_list(L, i, "mask");
+  if (n_ids != n_mask)
+    luaL_error(L, "pack: sample %d: ids has %d entries but mask has %d", (int)i, (int)n_ids,
+               (int)n_mask);
+  if (n_ids > INT32_MAX) luaL_error(L, "pack: sample %d is too long", (int)i);
+  return n_ids;
+}
+
+// Copies sample i's ids and mask (sample table at the top of the stack) into the arrays.
+static void sample_copy(lua_State *L, lua_Integer i, int32_t *ids, float *mask, size_t n) {
+  lua_getfield(L, -1, "ids");
+  lua_getfield(L, -2, "mask");
+  for (size_t t = 0; t < n; t++) {
+    int is_int;
+    lua_geti(L, -2, (lua_Integer)t + 1);
+    lua_Integer id = lua_tointegerx(L, -1, &is_int);
+    if (!is_int || id < INT32_MIN || id > INT32_MAX)
+      luaL_error(L, "pack: sample %d: ids[%d] is not a token id", (int)i, (int)t + 1);
+    lua_geti(L, -2, (lua_Integer)t + 1);
+    if (lua_type(L, -1) != LUA_TNUMBER)
+      luaL_error(L, "pack: sample %d: mask[%d] is a %s, not 0 or 1", (int)i, (int)t + 1,
+                 luaL_typename(L, -1));
+    ids[t] = (int32_t)id;
+    mask[t] = (float)lua_tonumber(L, -1);
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 2);
+}
+
+// core.pack({ { ids =, mask = }, ... }, seq, pad, overlong) -> packed rows
+static int core_pack(lua_State *L) {
+  static const char *const policies[] = {"truncate", "error", NULL};
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer seq = luaL_checkinteger(L, 2), pad = luaL_checkinteger(L, 3);
+  if (seq < 2 || seq > INT32_MAX)
+    return luaL_error(L, "pack: seq = %I; it must be at least 2", seq);
+  if (pad < 0 || pad > INT32_MAX) return luaL_error(L, "pack: pad = %I is not a token id", pad);
+  herd_pack_options opts = {(int)seq, (int32_t)pad, luaL_checkoption(L, 4, "truncate", policies),
+                            1};
+  size_t n = (size_t)luaL_len(L, 1), total = 0;
+  herd_pack_sample *samples = guarded_malloc(L, n * sizeof *samples);
+  for (size_t i = 0; i < n; i++) {
+    lua_geti(L, 1, (lua_Integer)i + 1);
+    samples[i].len = (int)sample_length(L, (lua_Integer)i + 1);
+    total += (size_t)samples[i].len;
+    lua_pop(L, 1);
+  }
+  int32_t *ids = guarded_malloc(L, total * sizeof *ids);  // one arena for all samples
+  float *mask = guarded_malloc(L, total * sizeof *mask);
+  for (size_t i = 0, at = 0; i < n; at += (size_t)samples[i++].len) {
+    samples[i].ids = ids + at;
+    samples[i].mask = mask + at;
+    lua_geti(L, 1, (lua_Integer)i + 1);
+    sample_copy(L, (lua_Integer)i + 1, ids + at, mask + at, (size_t)samples[i].len);
+    lua_pop(L, 1);
+  }
+  packed_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+  memset(box, 0, sizeof *box);
+  luaL_setmetatable(L, PACKED_TYPE);
+  HERD_LUA_CHECK(L, herd_pack(&box->packed, samples, n, &opts));
+  return 1;
+}
+
+static int packed_len(lua_State *L) {
+  lua_pushinteger(L, check_packed(L, 1)->rows);
+  return 1;
+}
+
+// Sets field `name` of the table on top to a (rows, seq) tensor copied from `src`.
+static void push_rows(lua_State *L, const char *name, herd_dtype dtype, const void *src, int rows,
+                      int seq) {
+  herd_tensor **out = herd_lua_newtensor(L);
+  int64_t shape[2] = {rows, seq};
+  if (herd_tensor_new(out, dtype, HERD_CPU, 2, shape)) herd_lua_error(L);
+  memcpy(herd_tensor_data(*out), src, herd_tensor_nbytes(*out));
+  lua_setfield(L, -2, name);
+}
+
+// packed:batch(first_row = 1, n_rows = the rest) -> { tokens, targets, weights, segments,
+// positions } as (n_rows, seq) tensors, and loss_scale
+static int packed_batch(lua_State *L) {
+  herd_packed *p = check_packed(L, 1);
+  lua_Integer first = luaL_optinteger(L, 2, 1);
+  lua_Integer count = luaL_optinteger(L, 3, p->rows - first + 1);
+  if (first < 1 || count < 1 || first > p->rows || count > p->rows - first + 1)
+    return luaL_error(L, "batch: rows %d..%d are outside 1..%d", (int)first,
+                      (int)(first + count - 1), p->rows);
+  size_t at = (size_t)(first - 1) * (size_t)p->seq;
+  int rows = (int)count;
+  lua_createtable(L, 0, 5);
+  push_rows(L, "tokens", HERD_I32, p->tokens + at, rows, p->seq);
+  push_rows(L, "targets", HERD_I32, p->targets + at, rows, p->seq);
+  push_rows(L, "weights", HERD_F32, p->weights + at, rows, p->seq);
+  push_rows(L, "segments", HERD_I32, p->segments + at, rows, p->seq);
+  push_rows(L, "positions", HERD_I32, p->positions + at, rows, p->seq);
+  // The model's default scale counts every target, prompt tokens included; SFT's loss is the
+  // mean over the answer tokens, so the batch carries 1 / (its trained targets).
+  double trained = 0;
+  for (size_t i = 0; i < (size_t)rows * (size_t)p->seq; i++) trained += p->weights[at + i];
+  lua_pushnumber(L, trained > 0 ? 1.0 / trained : 0.0);
+  lua_setfield(L, -2, "loss_scale");
+  return 1;
+}
+
+// packed:stats() -> { samples, truncated, skipped, rows, tokens, trained, padding, seq }
+static int packed_stats(lua_State *L) {
+  herd_packed *p = check_packed(L, 1);
+  const struct {
+    const char *name;
+    size_t value;
+  } fields[] = {{"samples", p->stats.samples}, {"truncated", p->stats.truncated},
+                {"skipped", p->stats.skipped}, {"rows", p->stats.rows},
+                {"tokens", p->stats.tokens},   {"trained", p->stats.trained},
+                {"padding", p->stats.padding}, {"seq", (size_t)p->seq}};
+  lua_createtable(L, 0, 8);
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+    lua_pushinteger(L, (lua_Integer)fields[i].value);
+    lua_setfield(L, -2, fields[i].name);
+  }
+  return 1;
+}
+
+// packed:placement(i) -> row, first column, length (1-based), or nil when sample i was skipped
+static int packed_placement(lua_State *L) {
+  herd_packed *p = check_packed(L, 1);
+  lua_Integer i = luaL_checkinteger(L, 2);
+  if (i < 1 || (lua_Unsigned)i > p->n_samples)
+    return luaL_error(L, "placement: sample %d is outside 1..%d", (int)i, (int)p->n_samples);
+  if (p->sample_row[i - 1] < 0) return 0;
+  lua_pushinteger(L, p->sample_row[i - 1] + 1);
+  lua_pushinteger(L, p->sample_start[i - 1] + 1);
+  lua_pushinteger(L, p->sample_len[i - 1]);
+  return 3;
+}
+
+static int packed_tostring(lua_State *L) {
+  packed_box *box = luaL_checkudata(L, 1, PACKED_TYPE);
+  if (!box->packed.seq)
+    lua_pushstring(L, "herd.Packed (closed)");
+  else
+    lua_pushfstring(L, "herd.Packed (%d rows of %d tokens, %I samples)", box->packed.rows,
+                    box->packed.seq, (lua_Integer)box->packed.stats.samples);
+  return 1;
+}
+
+static void register_packed(lua_State *L) {
+  static const luaL_Reg methods[] = {{"batch", packed_batch},
+                                     {"stats", packed_stats},
+                                     {"placement", packed_placement},
+                                     {"close", packed_gc},
+                                     {NULL, NULL}};
+  luaL_newmetatable(L, PACKED_TYPE);
+  lua_pushcfunction(L, packed_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, packed_gc);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, packed_len);
+  lua_setfield(L, -2, "__len");
+  lua_pushcfunction(L, packed_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
 int luaopen_herd_data_core(lua_State *L) {
   static const luaL_Reg methods[] = {{"json", dataset_json},
                                      {"origin", dataset_origin},
@@ -426,7 +626,8 @@ int luaopen_herd_data_core(lua_State *L) {
                                      {"close", dataset_gc},
                                      {NULL, NULL}};
   static const luaL_Reg functions[] = {
-      {"load", core_load}, {"from_lines", core_from_lines}, {NULL, NULL}};
+      {"load", core_load}, {"from_lines", core_from_lines}, {"pack", core_pack}, {NULL, NULL}};
+  register_packed(L);
   luaL_newmetatable(L, DATASET_TYPE);
   lua_pushcfunction(L, dataset_gc);
   lua_setfield(L, -2, "__gc");

@@ -157,19 +157,24 @@ static int core_new(lua_State *L) {
   return 1;
 }
 
-// core.load(dir, max_batch, max_seq) -> model, train_state table or nil
+// core.load(dir, max_batch, max_seq, head = "lm" | "scalar", seed) -> model, train_state table
+// or nil. "lm" keeps the heads the checkpoint names; "scalar" makes a reward model.
 static int core_load(lua_State *L) {
+  static const char *const heads[] = {"lm", "scalar", NULL};
   const char *dir = luaL_checkstring(L, 1);
-  int max_batch = (int)luaL_checkinteger(L, 2), max_seq = (int)luaL_checkinteger(L, 3);
-  if (max_seq <= 0) {  // default: the checkpoint's own max_position_embeddings
+  herd_checkpoint_load_options opts = {
+      (int)luaL_checkinteger(L, 2), (int)luaL_checkinteger(L, 3),
+      luaL_checkoption(L, 4, "lm", heads) == 1 ? HERD_HEAD_SCALAR : HERD_HEAD_AS_SAVED,
+      (uint64_t)luaL_optinteger(L, 5, 0)};
+  if (opts.max_seq <= 0) {  // default: the checkpoint's own max_position_embeddings
     herd_model_config config;
     HERD_LUA_CHECK(L, herd_checkpoint_read_config(dir, &config));
-    max_seq = config.max_seq_len;
+    opts.max_seq = config.max_seq_len;
   }
-  model_box *box = push_model_box(L, max_batch, max_seq);
+  model_box *box = push_model_box(L, opts.max_batch, opts.max_seq);
   herd_train_state state;
   int has_state = 0;
-  HERD_LUA_CHECK(L, herd_checkpoint_load(dir, &box->model, max_batch, max_seq, &state, &has_state));
+  HERD_LUA_CHECK(L, herd_checkpoint_load_opts(dir, &box->model, &opts, &state, &has_state));
   account(L, box->model);
   if (!has_state) {
     lua_pushnil(L);
@@ -385,6 +390,14 @@ static int core_lr_cosine(lua_State *L) {
   return 1;
 }
 
+// m:capacity() -> max rows, max tokens per row of one forward (what the model was made for)
+static int model_capacity(lua_State *L) {
+  model_box *box = check_model(L);
+  lua_pushinteger(L, box->max_batch);
+  lua_pushinteger(L, box->max_seq);
+  return 2;
+}
+
 // m:params() -> count, bytes (parameters only), activation bytes
 static int model_params(lua_State *L) {
   model_box *box = check_model(L);
@@ -525,6 +538,7 @@ int luaopen_herd_model_core(lua_State *L) {
                                      {"_set_trainable", model_set_trainable},
                                      {"config", model_config},
                                      {"params", model_params},
+                                     {"capacity", model_capacity},
                                      {"step_count", model_step_count},
                                      {"_generate", model_generate},
                                      {"close", model_gc},

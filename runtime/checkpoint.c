@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "rng.h"
 #include "safetensors.h"
 #include "tensor.h"
 
@@ -598,10 +600,22 @@ static int read_sharded(const char *dir, expected *e, int n) {
   return status;
 }
 
-static int read_weights(const char *dir, herd_model *model) {
+// How the file's heads map onto the model's when a load converts heads (herd_checkpoint_load_opts).
+typedef struct head_plan {
+  int skip_lm_head;  // the file has lm_head.weight the model lacks: shape checked, values ignored
+  int new_score;     // the model has a score.weight the file lacks: initialised, not looked for
+} head_plan;
+
+static int read_weights(const char *dir, herd_model *model, head_plan plan) {
   expected *e;
   int n, status = expected_tensors(model, &e, &n);
   if (status) return status;
+  const herd_model_config *c = herd_model_get_config(model);
+  if (plan.new_score) n--;  // score.weight is always the last entry
+  if (plan.skip_lm_head) {  // expected_tensors leaves room: the model has no lm_head of its own
+    add_expected(e, &n, "lm_head.weight", NULL, 2, c->vocab_size, c->dim);
+    e[n - 1].optional = 1;
+  }
   const char *source;
   if (file_exists(dir, WEIGHTS_FILE)) {
     source = WEIGHTS_FILE;
@@ -719,35 +733,81 @@ static int read_state_tensors(const char *dir, herd_model *model) {
 
 // ---------------------------------------------------------------- load
 
+// A new scalar head: N(0, 1/sqrt(dim)) so that the first scores have about unit scale whatever the
+// width (the final-normed hidden state has RMS about 1); Philox counters are the buffer offsets,
+// as in herd_model_init.
+static void init_score(herd_model *model, uint64_t seed) {
+  herd_model_params p;
+  herd_model_param_slices(model, &p, NULL);
+  int dim = herd_model_get_config(model)->dim;
+  float *base = herd_model_param_buffer(model, NULL);
+  herd_rng_normal(p.score, dim, seed, (uint64_t)(p.score - base));
+  float scale = 1.0f / sqrtf((float)dim);
+  for (int i = 0; i < dim; i++) p.score[i] *= scale;
+}
+
+// The model config a load builds from the file's: with a scalar head asked for, the LM head
+// goes (a reward model predicts no tokens) and the scalar head comes.
+static int load_config(const char *dir, int head, herd_model_config *file,
+                       herd_model_config *config, head_plan *plan) {
+  int status = herd_checkpoint_read_config(dir, file);
+  if (status) return status;
+  *config = *file;
+  memset(plan, 0, sizeof *plan);
+  if (head == HERD_HEAD_AS_SAVED) return 0;
+  if (head != HERD_HEAD_SCALAR)
+    return herd_seterr(HERD_EINVAL, "checkpoint_load: head = %d is not a known head", head);
+  config->lm_head = 0;
+  config->scalar_head = 1;
+  config->tie_embeddings = 0;
+  plan->skip_lm_head = file->lm_head;  // optional: a tied LM may have saved none
+  plan->new_score = !file->scalar_head;
+  return 0;
+}
+
+// The training state beside the weights, when there is one (both files or neither).
+static int restore_state(const char *dir, herd_model *model, herd_train_state *state,
+                         int *has_state) {
+  int json = file_exists(dir, STATE_JSON_FILE), tensors = file_exists(dir, STATE_TENSORS_FILE);
+  if (json != tensors)
+    return herd_seterr(HERD_ECORRUPT, "%s: %s is present without %s", dir,
+                       json ? STATE_JSON_FILE : STATE_TENSORS_FILE,
+                       json ? STATE_TENSORS_FILE : STATE_JSON_FILE);
+  if (!json) return 0;
+  herd_train_state s;
+  int status = read_state_json(dir, &s);
+  if (!status) status = read_state_tensors(dir, model);
+  if (status) return status;
+  herd_model_set_step_count(model, s.step);
+  *state = s;
+  if (has_state) *has_state = 1;
+  return 0;
+}
+
 int herd_checkpoint_load(const char *dir, herd_model **out, int max_batch, int max_seq,
                          herd_train_state *state, int *has_state) {
-  if (!dir || !out) return herd_seterr(HERD_EINVAL, "checkpoint_load: NULL argument");
+  herd_checkpoint_load_options opts = {max_batch, max_seq, HERD_HEAD_AS_SAVED, 0};
+  return herd_checkpoint_load_opts(dir, out, &opts, state, has_state);
+}
+
+int herd_checkpoint_load_opts(const char *dir, herd_model **out,
+                              const herd_checkpoint_load_options *opts, herd_train_state *state,
+                              int *has_state) {
+  if (!dir || !out || !opts) return herd_seterr(HERD_EINVAL, "checkpoint_load: NULL argument");
   *out = NULL;
   if (has_state) *has_state = 0;
-  herd_model_config config;
-  int status = herd_checkpoint_read_config(dir, &config);
+  herd_model_config file, config;
+  head_plan plan;
+  int status = load_config(dir, opts->head, &file, &config, &plan);
   if (status) return status;
   herd_model *model;
-  status = herd_model_new(&model, &config, max_batch, max_seq);
+  status = herd_model_new(&model, &config, opts->max_batch, opts->max_seq);
   if (status) return status;
-  status = read_weights(dir, model);
-  if (!status && state) {
-    int json = file_exists(dir, STATE_JSON_FILE), tensors = file_exists(dir, STATE_TENSORS_FILE);
-    if (json != tensors) {
-      status = herd_seterr(HERD_ECORRUPT, "%s: %s is present without %s", dir,
-                           json ? STATE_JSON_FILE : STATE_TENSORS_FILE,
-                           json ? STATE_TENSORS_FILE : STATE_JSON_FILE);
-    } else if (json) {
-      herd_train_state s;
-      status = read_state_json(dir, &s);
-      if (!status) status = read_state_tensors(dir, model);
-      if (!status) {
-        herd_model_set_step_count(model, s.step);
-        *state = s;
-        if (has_state) *has_state = 1;
-      }
-    }
-  }
+  status = read_weights(dir, model, plan);
+  if (!status && plan.new_score) init_score(model, opts->seed);
+  // Moments saved for other heads do not fit this buffer, and belong to another training run.
+  int same_heads = config.lm_head == file.lm_head && config.scalar_head == file.scalar_head;
+  if (!status && state && same_heads) status = restore_state(dir, model, state, has_state);
   if (status) {
     herd_model_free(model);
     return status;

@@ -1,4 +1,5 @@
 // defines: herd_train_state, herd_checkpoint_read_config, herd_checkpoint_load,
+//          herd_checkpoint_load_options, herd_checkpoint_load_opts, HERD_HEAD_*,
 //          herd_checkpoint_save
 //
 // Checkpoints in the Hugging Face layout, so `transformers` reads what herd writes and herd
@@ -32,6 +33,25 @@ int herd_checkpoint_read_config(const char *dir, herd_model_config *config);
 // (*has_state set to 1; 0 when the directory has none).
 int herd_checkpoint_load(const char *dir, herd_model **out, int max_batch, int max_seq,
                          herd_train_state *state, int *has_state);
+enum {
+  HERD_HEAD_AS_SAVED = 0,  // the heads config.json's architectures name
+  HERD_HEAD_SCALAR = 1,    // a reward model (Llama 2 section 3.2.2): scalar head, no LM head
+};
+
+typedef struct herd_checkpoint_load_options {
+  int max_batch, max_seq;  // activations for (max_batch, max_seq)
+  int head;                // HERD_HEAD_AS_SAVED or HERD_HEAD_SCALAR
+  uint64_t seed;           // Philox seed of a newly initialised score.weight
+} herd_checkpoint_load_options;
+
+// herd_checkpoint_load with a choice of head. HERD_HEAD_SCALAR turns a causal LM into a reward
+// model: lm_head.weight in the file is ignored (its shape is still checked), score.weight is
+// read when the checkpoint has one (LlamaForSequenceClassification) and otherwise drawn from
+// N(0, 1/sqrt(dim)) with `seed`. A training state saved for other heads is not restored
+// (*has_state stays 0): its moments belong to another buffer layout and another run.
+int herd_checkpoint_load_opts(const char *dir, herd_model **out,
+                              const herd_checkpoint_load_options *opts, herd_train_state *state,
+                              int *has_state);
 // Writes `dir` (created if missing; files replaced atomically). `state` NULL: weights only.
 int herd_checkpoint_save(const char *dir, herd_model *model, const herd_train_state *state);
 

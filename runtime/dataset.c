@@ -922,3 +922,174 @@ nomem:
   herd_dataset_stats_free(stats);
   return herd_seterr(HERD_ENOMEM, "dataset: out of memory");
 }
+
+// ---------------------------------------------------------------- packing for SFT
+
+void herd_packed_free(herd_packed *p) {
+  if (!p) return;
+  free(p->tokens), free(p->targets), free(p->weights), free(p->segments), free(p->positions);
+  free(p->sample_row), free(p->sample_start), free(p->sample_len);
+  memset(p, 0, sizeof *p);
+}
+
+static int check_pack_options(const herd_pack_options *o) {
+  // seq 1 would leave no room for a target inside any sample.
+  if (o->seq < 2) return herd_seterr(HERD_EINVAL, "pack: seq = %d; it must be at least 2", o->seq);
+  if (o->pad < 0) return herd_seterr(HERD_EINVAL, "pack: pad = %d is not a token id", (int)o->pad);
+  if (o->overlong != HERD_PACK_TRUNCATE && o->overlong != HERD_PACK_ERROR)
+    return herd_seterr(HERD_EINVAL, "pack: overlong = %d is neither truncate nor error",
+                       o->overlong);
+  return 0;
+}
+
+// Trained targets among tokens 1..len-1 (token 0 is never predicted).
+static size_t trained_in(const float *mask, int len) {
+  size_t n = 0;
+  for (int t = 1; t < len; t++) n += mask[t] != 0.0f;
+  return n;
+}
+
+// Validates sample i and sets *keep to the tokens it contributes (0: skipped after truncation).
+static int check_pack_sample(const herd_pack_sample *s, size_t i, const herd_pack_options *o,
+                             herd_pack_stats *stats, int *keep) {
+  long long number = (long long)i + o->index_base;
+  if (s->len < 0 || (s->len > 0 && (!s->ids || !s->mask)))
+    return herd_seterr(HERD_EINVAL, "pack: sample %lld: no ids or mask", number);
+  for (int t = 0; t < s->len; t++) {
+    if (s->ids[t] < 0)
+      return herd_seterr(HERD_EINVAL, "pack: sample %lld: ids[%d] = %d is not a token id", number,
+                         t + o->index_base, (int)s->ids[t]);
+    if (s->mask[t] != 0.0f && s->mask[t] != 1.0f)
+      return herd_seterr(HERD_EINVAL, "pack: sample %lld: mask[%d] = %g; it must be 0 or 1", number,
+                         t + o->index_base, (double)s->mask[t]);
+  }
+  // An empty mask is a data bug (a dialog without an answer): never skip it silently.
+  if (!trained_in(s->mask, s->len))
+    return herd_seterr(HERD_EINVAL, "pack: sample %lld: no answer token to train on", number);
+  *keep = s->len;
+  if (s->len <= o->seq) return 0;
+  if (o->overlong == HERD_PACK_ERROR)
+    return herd_seterr(HERD_EINVAL,
+                       "pack: sample %lld: %d tokens exceed seq = %d (overlong = error)", number,
+                       s->len, o->seq);
+  stats->truncated++;
+  *keep = o->seq;
+  if (!trained_in(s->mask, o->seq)) {  // its answers were all beyond the cut
+    stats->skipped++;
+    *keep = 0;
+  }
+  return 0;
+}
+
+static int pack_alloc_rows(herd_packed *p) {
+  size_t cells = (size_t)p->rows * (size_t)p->seq, c = cells ? cells : 1;
+  p->tokens = malloc(c * sizeof *p->tokens);
+  p->targets = malloc(c * sizeof *p->targets);
+  p->weights = malloc(c * sizeof *p->weights);
+  p->segments = malloc(c * sizeof *p->segments);
+  p->positions = malloc(c * sizeof *p->positions);
+  if (p->tokens && p->targets && p->weights && p->segments && p->positions) return 0;
+  return herd_seterr(HERD_ENOMEM, "pack: out of memory for %d rows of %d", p->rows, p->seq);
+}
+
+static int pack_alloc_placement(herd_packed *p, size_t n) {
+  size_t m = n ? n : 1;
+  p->n_samples = n;
+  p->sample_row = malloc(m * sizeof *p->sample_row);
+  p->sample_start = malloc(m * sizeof *p->sample_start);
+  p->sample_len = malloc(m * sizeof *p->sample_len);
+  if (p->sample_row && p->sample_start && p->sample_len) return 0;
+  return herd_seterr(HERD_ENOMEM, "pack: out of memory for %zu samples", n);
+}
+
+// Writes `len` tokens of s at flat offset `at` as segment `segment`.
+static void place_sample(herd_packed *p, const herd_pack_sample *s, size_t at, int len,
+                         int32_t segment) {
+  for (int t = 0; t < len; t++) {
+    size_t q = at + (size_t)t;
+    int last = t == len - 1;  // nothing is predicted across a sample boundary
+    p->tokens[q] = s->ids[t];
+    p->targets[q] = last ? -1 : s->ids[t + 1];
+    p->weights[q] = last ? 0.0f : s->mask[t + 1];
+    p->segments[q] = segment;
+    p->positions[q] = t;
+  }
+}
+
+// The rest of a row from column `used`: pad tokens, no targets, one segment of their own.
+static void place_padding(herd_packed *p, int row, int used, int32_t segment, int32_t pad) {
+  for (int c = used; c < p->seq; c++) {
+    size_t q = (size_t)row * (size_t)p->seq + (size_t)c;
+    p->tokens[q] = pad;
+    p->targets[q] = -1;
+    p->weights[q] = 0.0f;
+    p->segments[q] = segment;
+    p->positions[q] = c - used;
+  }
+}
+
+// Greedy placement in input order: rows, and each kept sample's row and start column.
+static void pack_plan(herd_packed *p, size_t n) {
+  int row = -1, used = p->seq;
+  for (size_t i = 0; i < n; i++) {
+    int keep = p->sample_len[i];
+    p->sample_row[i] = -1;
+    p->sample_start[i] = 0;
+    if (!keep) continue;
+    if (used + keep > p->seq) row++, used = 0;
+    p->sample_row[i] = row;
+    p->sample_start[i] = used;
+    used += keep;
+  }
+  p->rows = row + 1;
+}
+
+static void pack_fill(herd_packed *p, const herd_pack_sample *samples, size_t n, int32_t pad) {
+  int row = 0, used = 0;
+  int32_t segment = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (p->sample_row[i] < 0) continue;
+    if (p->sample_row[i] != row) {
+      place_padding(p, row, used, segment, pad);
+      row = p->sample_row[i], used = 0, segment = 0;
+    }
+    size_t at = (size_t)row * (size_t)p->seq + (size_t)p->sample_start[i];
+    place_sample(p, &samples[i], at, p->sample_len[i], segment++);
+    used += p->sample_len[i];
+    p->stats.samples++;
+    p->stats.tokens += (size_t)p->sample_len[i];
+    p->stats.trained += trained_in(samples[i].mask, p->sample_len[i]);
+  }
+  if (p->rows) place_padding(p, row, used, segment, pad);
+}
+
+int herd_pack(herd_packed *out, const herd_pack_sample *samples, size_t n,
+              const herd_pack_options *options) {
+  if (!out || !options || (n && !samples)) return herd_seterr(HERD_EINVAL, "pack: NULL argument");
+  memset(out, 0, sizeof *out);
+  int status = check_pack_options(options);
+  if (status) return status;
+  if (n > INT32_MAX) return herd_seterr(HERD_EINVAL, "pack: %zu samples is too many", n);
+  herd_packed p = {0};
+  p.seq = options->seq;
+  // sample_len holds each sample's kept length until the plan turns it into placements.
+  status = pack_alloc_placement(&p, n);
+  for (size_t i = 0; i < n && !status; i++) {
+    int keep = 0;
+    status = check_pack_sample(&samples[i], i, options, &p.stats, &keep);
+    p.sample_len[i] = keep;
+  }
+  if (!status) {
+    pack_plan(&p, n);
+    status = pack_alloc_rows(&p);
+  }
+  if (status) {
+    herd_packed_free(&p);
+    return status;
+  }
+  pack_fill(&p, samples, n, options->pad);
+  p.stats.rows = (size_t)p.rows;
+  p.stats.padding = (size_t)p.rows * (size_t)p.seq - p.stats.tokens;
+  *out = p;
+  return 0;
+}

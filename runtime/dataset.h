@@ -3,7 +3,8 @@
 //          herd_dataset_validate, herd_dataset_select, herd_dataset_filter_eq,
 //          herd_dataset_shuffle, herd_dataset_sample, herd_dataset_split, herd_dataset_concat,
 //          herd_dataset_write_jsonl, herd_dataset_stats, herd_dataset_describe,
-//          herd_dataset_stats_free, HERD_SCHEMA_*
+//          herd_dataset_stats_free, HERD_SCHEMA_*, herd_pack_sample, herd_pack_options,
+//          herd_pack_stats, herd_packed, herd_pack, herd_packed_free, HERD_PACK_*
 //
 // JSONL records in compact storage (doc/data.md): one text arena holding every record's JSON
 // line as read (so writing it back is byte-identical), per-record offsets and source line numbers,
@@ -101,5 +102,60 @@ typedef struct herd_dataset_stats {
 // Fills *stats (value strings borrowed from ds); herd_dataset_stats_free releases the arrays.
 int herd_dataset_describe(const herd_dataset *ds, herd_dataset_stats *stats);
 void herd_dataset_stats_free(herd_dataset_stats *stats);
+
+// ---------------------------------------------------------------- packing for SFT
+
+// Packing (Llama 2 section 3.1): tokenized samples concatenated into rows of `seq` tokens, with
+// segment ids so packed samples never attend to each other, positions restarting per sample,
+// and a loss weight per target so only answer tokens are trained. See doc/data.md.
+typedef struct herd_pack_sample {
+  const int32_t *ids;  // (len) token ids >= 0
+  const float *mask;   // (len) 1 where token t is an answer token whose prediction is trained
+  int len;
+} herd_pack_sample;
+
+enum {
+  HERD_PACK_TRUNCATE = 0,  // an over-long sample keeps its first `seq` tokens
+  HERD_PACK_ERROR = 1,     // an over-long sample is an error naming it
+};
+
+typedef struct herd_pack_options {
+  int seq;         // T, tokens per row (>= 2)
+  int32_t pad;     // padding token id (>= 0), e.g. eos
+  int overlong;    // HERD_PACK_TRUNCATE or HERD_PACK_ERROR
+  int index_base;  // the number messages give samples[0]: 0 from C, 1 from Lua
+} herd_pack_options;
+
+typedef struct herd_pack_stats {
+  size_t samples;    // samples placed in rows
+  size_t truncated;  // over-long samples cut to seq tokens (including the skipped ones)
+  size_t skipped;    // truncated samples left with no trained token, not placed
+  size_t rows;
+  size_t tokens;   // sample tokens placed (not padding)
+  size_t trained;  // targets with weight 1
+  size_t padding;  // rows * seq - tokens
+} herd_pack_stats;
+
+// Rows of (rows, seq) row-major arrays; placement per input sample (row -1 when skipped).
+typedef struct herd_packed {
+  int rows, seq;
+  int32_t *tokens;     // input ids; padding = pad
+  int32_t *targets;    // next token of the same sample, -1 at a sample's last token and padding
+  float *weights;      // mask of the target token (0 or 1); 0 on padding
+  int32_t *segments;   // 0, 1, ... per sample in the row; padding gets the next id
+  int32_t *positions;  // 0.. restarting per sample (and for the padding run)
+  size_t n_samples;
+  int32_t *sample_row, *sample_start, *sample_len;  // (n_samples) where each sample went
+  herd_pack_stats stats;
+} herd_packed;
+
+// Greedy in input order: a sample goes into the current row when it fits, else it starts a new
+// row (no reordering, so the same samples always give the same rows). Errors name the sample:
+// a length mismatch is the caller's to check; here an id < 0, a mask value other than 0 or 1,
+// a sample with no trained token (mask[1..len) all 0, before truncation), an over-long sample
+// with HERD_PACK_ERROR, and options out of range. On error *out is left empty.
+int herd_pack(herd_packed *out, const herd_pack_sample *samples, size_t n,
+              const herd_pack_options *options);
+void herd_packed_free(herd_packed *packed);
 
 #endif

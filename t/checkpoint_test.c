@@ -789,3 +789,103 @@ Test(checkpoint, broken_training_state) {
   cr_assert_not_null(strstr(herd_errmsg(), "tensor 'adam.m'"), "%s", herd_errmsg());
   herd_model_free(model);
 }
+
+// ---------------------------------------------------------------- a reward model from a chat model
+
+static herd_model *load_head(const char *dir, int head, uint64_t seed) {
+  herd_checkpoint_load_options opts = {1, 8, head, seed};
+  herd_model *model;
+  cr_assert_eq(herd_checkpoint_load_opts(dir, &model, &opts, NULL, NULL), 0, "%s", herd_errmsg());
+  return model;
+}
+
+// Scores at every position of one row of 8 tokens.
+static void scores_of(herd_model *model, float *out) {
+  int32_t ids[8] = {1, 5, 9, 33, 3, 3, 60, 12}, positions[8];
+  for (int i = 0; i < 8; i++) positions[i] = i;
+  herd_batch batch = {.b = 1, .t = 8, .tokens = ids, .n_scores = 8, .score_positions = positions};
+  cr_assert_eq(herd_model_forward(model, &batch, NULL), 0, "%s", herd_errmsg());
+  memcpy(out, herd_model_scores(model), 8 * sizeof(float));
+}
+
+Test(checkpoint, causal_lm_loads_as_reward_model) {
+  herd_model *lm = load_head(FIXTURE, HERD_HEAD_AS_SAVED, 0);
+  herd_model *rm = load_head(FIXTURE, HERD_HEAD_SCALAR, 5);
+  const herd_model_config *c = herd_model_get_config(rm);
+  cr_assert(!c->lm_head && c->scalar_head);
+  herd_model_params lp, rp;
+  herd_model_param_slices(lm, &lp, NULL);
+  herd_model_param_slices(rm, &rp, NULL);
+  cr_assert_null(rp.lm_head);
+  // The trunk (everything before the heads) is the LM's, byte for byte.
+  size_t trunk = (size_t)(lp.lm_head - lp.embed);
+  cr_assert_eq(memcmp(lp.embed, rp.embed, trunk * sizeof(float)), 0);
+  double sq = 0;
+  for (int i = 0; i < c->dim; i++) sq += rp.score[i] * rp.score[i];
+  cr_assert(sq > 0, "score.weight is initialised, not zero");
+  cr_assert_lt(fabs(sq / c->dim - 1.0 / c->dim), 0.7 / c->dim, "variance about 1/dim");
+  // With score.weight = lm_head row k, the score is logit k: same hidden state, same dot product.
+  const int k = 17, V = c->vocab_size;
+  memcpy(rp.score, lp.lm_head + (size_t)k * c->dim, (size_t)c->dim * sizeof(float));
+  float scores[8];
+  scores_of(rm, scores);
+  int32_t ids[8] = {1, 5, 9, 33, 3, 3, 60, 12};
+  herd_batch batch = {.b = 1, .t = 8, .tokens = ids};
+  cr_assert_eq(herd_model_forward(lm, &batch, NULL), 0, "%s", herd_errmsg());
+  const float *logits = herd_model_logits(lm);
+  for (int t = 0; t < 8; t++)
+    cr_assert_float_eq(scores[t], logits[t * V + k], 1e-5, "position %d", t);
+  herd_model_free(lm);
+  herd_model_free(rm);
+}
+
+Test(checkpoint, reward_model_round_trip_and_seed) {
+  herd_model *a = load_head(FIXTURE, HERD_HEAD_SCALAR, 5);
+  herd_model *b = load_head(FIXTURE, HERD_HEAD_SCALAR, 5);
+  herd_model *other = load_head(FIXTURE, HERD_HEAD_SCALAR, 6);
+  float sa[8], sb[8], so[8];
+  scores_of(a, sa);
+  scores_of(b, sb);
+  scores_of(other, so);
+  cr_assert_eq(memcmp(sa, sb, sizeof sa), 0, "same seed, same head");
+  cr_assert_neq(memcmp(sa, so, sizeof sa), 0, "another seed, another head");
+  const char *dir = in_test_dir("rm");
+  cr_assert_eq(herd_checkpoint_save(dir, a, NULL), 0, "%s", herd_errmsg());
+  herd_model_config saved;
+  cr_assert_eq(herd_checkpoint_read_config(dir, &saved), 0, "%s", herd_errmsg());
+  cr_assert(!saved.lm_head && saved.scalar_head, "LlamaForSequenceClassification only");
+  for (int head = 0; head < 2; head++) {  // as saved, and as a scalar head again: kept, not redrawn
+    herd_model *again = load_head(dir, head ? HERD_HEAD_SCALAR : HERD_HEAD_AS_SAVED, 99);
+    float s[8];
+    scores_of(again, s);
+    cr_assert_eq(memcmp(sa, s, sizeof sa), 0, "head %d: identical scores", head);
+    herd_model_free(again);
+  }
+  herd_checkpoint_load_options bad = {1, 8, 7, 0};
+  herd_model *none;
+  cr_assert_eq(herd_checkpoint_load_opts(dir, &none, &bad, NULL, NULL), HERD_EINVAL);
+  cr_assert(strstr(herd_errmsg(), "head = 7"), "%s", herd_errmsg());
+  herd_model_free(a);
+  herd_model_free(b);
+  herd_model_free(other);
+}
+
+Test(checkpoint, converting_heads_drops_the_training_state) {
+  herd_model_config c = tiny_config(1, 0, 1);  // a tied LM: no lm_head.weight in the file
+  herd_model *model = random_model(&c, 3);
+  const char *dir = in_test_dir("tied-lm");
+  herd_train_state state = {4, 1, 2, 3}, got;
+  cr_assert_eq(herd_checkpoint_save(dir, model, &state), 0, "%s", herd_errmsg());
+  herd_checkpoint_load_options opts = {1, 8, HERD_HEAD_SCALAR, 1};
+  herd_model *rm;
+  int has_state = -1;
+  cr_assert_eq(herd_checkpoint_load_opts(dir, &rm, &opts, &got, &has_state), 0, "%s",
+               herd_errmsg());
+  cr_assert_eq(has_state, 0, "moments of the LM do not fit the reward model");
+  herd_model_params mp, rp;
+  herd_model_param_slices(model, &mp, NULL);
+  herd_model_param_slices(rm, &rp, NULL);
+  cr_assert_eq(memcmp(mp.embed, rp.embed, (size_t)(rp.score - rp.embed) * sizeof(float)), 0);
+  herd_model_free(rm);
+  herd_model_free(model);
+}

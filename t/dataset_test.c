@@ -479,3 +479,73 @@ Test(dataset, unknown_schema) {
   herd_dataset *ds;
   cr_assert_eq(herd_dataset_load_jsonl(&ds, write_file("x.jsonl", "{}\n"), 7), HERD_EINVAL);
 }
+
+// ---------------------------------------------------------------- packing for SFT
+
+// Sample ids first..first+len-1 with mask 1 at the listed 0-based tokens.
+typedef struct pack_case {
+  int32_t ids[16];
+  float mask[16];
+} pack_case;
+
+static herd_pack_sample pack_sample(pack_case *c, int32_t first, int len, int trained) {
+  for (int t = 0; t < len; t++) {
+    c->ids[t] = first + t;
+    c->mask[t] = t >= trained ? 1.0f : 0.0f;  // answers from token `trained` on
+  }
+  return (herd_pack_sample){c->ids, c->mask, len};
+}
+
+Test(pack, greedy_rows_segments_positions_padding) {
+  pack_case cases[3];
+  herd_pack_sample s[3] = {pack_sample(&cases[0], 1, 3, 2), pack_sample(&cases[1], 10, 4, 1),
+                           pack_sample(&cases[2], 20, 5, 4)};
+  herd_pack_options opts = {8, 7, HERD_PACK_TRUNCATE, 0};
+  herd_packed p;
+  cr_assert_eq(herd_pack(&p, s, 3, &opts), 0, "%s", herd_errmsg());
+  cr_assert_eq(p.rows, 2, "[3 4] then [5]");
+  const int32_t tokens[16] = {1, 2, 3, 10, 11, 12, 13, 7, 20, 21, 22, 23, 24, 7, 7, 7};
+  const int32_t targets[16] = {2, 3, -1, 11, 12, 13, -1, -1, 21, 22, 23, 24, -1, -1, -1, -1};
+  const float weights[16] = {0, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0};
+  const int32_t segments[16] = {0, 0, 0, 1, 1, 1, 1, 2, 0, 0, 0, 0, 0, 1, 1, 1};
+  const int32_t positions[16] = {0, 1, 2, 0, 1, 2, 3, 0, 0, 1, 2, 3, 4, 0, 1, 2};
+  cr_assert_arr_eq(p.tokens, tokens, sizeof tokens);
+  cr_assert_arr_eq(p.targets, targets, sizeof targets);
+  cr_assert_arr_eq(p.weights, weights, sizeof weights);
+  cr_assert_arr_eq(p.segments, segments, sizeof segments);
+  cr_assert_arr_eq(p.positions, positions, sizeof positions);
+  cr_assert_eq(p.stats.samples, 3);
+  cr_assert_eq(p.stats.tokens, 12);
+  cr_assert_eq(p.stats.trained, 5);
+  cr_assert_eq(p.stats.padding, 4);
+  cr_assert_eq(p.sample_row[2], 1);
+  cr_assert_eq(p.sample_start[1], 3);
+  herd_packed_free(&p);
+  herd_packed_free(&p);  // freeing twice is harmless
+}
+
+Test(pack, truncation_counts_and_errors) {
+  pack_case cases[3];
+  herd_pack_sample s[3] = {pack_sample(&cases[0], 1, 10, 1), pack_sample(&cases[1], 1, 10, 9),
+                           pack_sample(&cases[2], 1, 2, 1)};
+  herd_pack_options opts = {4, 0, HERD_PACK_TRUNCATE, 0};
+  herd_packed p;
+  cr_assert_eq(herd_pack(&p, s, 3, &opts), 0, "%s", herd_errmsg());
+  cr_assert_eq(p.stats.truncated, 2);
+  cr_assert_eq(p.stats.skipped, 1);
+  cr_assert_eq(p.stats.samples, 2);
+  cr_assert_eq(p.rows, 2);
+  cr_assert_eq(p.sample_row[1], -1);
+  herd_packed_free(&p);
+  opts.overlong = HERD_PACK_ERROR;
+  cr_assert_eq(herd_pack(&p, s, 3, &opts), HERD_EINVAL);
+  cr_assert_str_eq(herd_errmsg(), "pack: sample 0: 10 tokens exceed seq = 4 (overlong = error)");
+  cr_assert_null(p.tokens);
+  cases[2].mask[1] = 0;
+  opts = (herd_pack_options){16, 0, HERD_PACK_TRUNCATE, 1};
+  cr_assert_eq(herd_pack(&p, s, 3, &opts), HERD_EINVAL);
+  cr_assert_str_eq(herd_errmsg(), "pack: sample 3: no answer token to train on");
+  opts.seq = 1;
+  cr_assert_eq(herd_pack(&p, s, 3, &opts), HERD_EINVAL);
+  cr_assert(strstr(herd_errmsg(), "seq = 1"), "%s", herd_errmsg());
+}

@@ -130,4 +130,25 @@ function methods:describe(opts)
   return stats
 end
 
+-- herd.data.pack({ { ids = {...}, mask = {...} }, ... }, { seq = 256, pad = tok:eos(),
+--                 overlong = "truncate" | "error" }) -> packed rows (doc/data.md, "Packing for SFT")
+-- mask[t] = 1 when token t is an answer token whose prediction is trained (e.g.
+-- herd.tokenizer.assistant_mask(chat)). #packed is the number of rows; packed:batch(first, n)
+-- gives { tokens, targets, weights, segments, positions } tensors for model:forward/step;
+-- packed:stats() the counts; packed:placement(i) where sample i went.
+function M.pack(samples, opts)
+  if type(samples) ~= "table" then error("pack: samples must be a list", 2) end
+  opts = check_options(opts, { seq = true, pad = true, overlong = true }, "pack")
+  if math.type(opts.seq) ~= "integer" then error("pack: seq must be an integer", 2) end
+  if math.type(opts.pad) ~= "integer" then
+    error("pack: pad must be a token id (e.g. tok:eos())", 2)
+  end
+  local overlong = opts.overlong or "truncate"
+  if overlong ~= "truncate" and overlong ~= "error" then
+    error(string.format("pack: overlong is %s; use \"truncate\" or \"error\"",
+      tostring(overlong)), 2)
+  end
+  return core.pack(samples, opts.seq, opts.pad, overlong)
+end
+
 return M

@@ -15,7 +15,8 @@ local herd = {
 local lazy = { pretty = "herd.pretty", plot = "herd.plot", cli = "herd.cli", tensor = "herd.tensor",
                model = "herd.model", tokenizer = "herd.tokenizer", data = "herd.data",
                world = "herd.world", experiment = "herd.experiment", progress = "herd.progress",
-               rng = "herd.rng" }
+               mix = "herd.mix", rm = "herd.rm", rng = "herd.rng", sft = "herd.sft",
+               svg = "herd.svg" }
 setmetatable(herd, {
   __index = function(t, key)
     local module = lazy[key]

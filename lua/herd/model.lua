@@ -35,10 +35,33 @@ function M.new(config, opts)
     opts.seed or random_seed())
 end
 
--- herd.model.load(dir, { batch =, seq = }) -> model, training state (or nil)
+local load_options = { batch = true, seq = true, head = true, seed = true }
+
+-- herd.model.load(dir, { batch =, seq =, head = "lm" | "scalar", seed = 0 })
+-- -> model, training state (or nil)
+-- head = "lm" (the default) keeps the heads the checkpoint has. head = "scalar" makes a reward
+-- model from a chat checkpoint (Llama 2 section 3.2.2): lm_head.weight is dropped and
+-- score.weight is the checkpoint's own when it has one, else drawn from N(0, 1/sqrt(dim)) with
+-- `seed` (default 0, so the same checkpoint always gives the same reward model). A training
+-- state saved for other heads is not restored. See doc/checkpoints.md.
 function M.load(dir, opts)
+  if type(dir) ~= "string" then error("herd.model.load: dir must be a string", 2) end
   opts = opts or {}
-  return core.load(dir, opts.batch or 8, opts.seq or 0)
+  if type(opts) ~= "table" then error("herd.model.load: options must be a table", 2) end
+  for key in pairs(opts) do
+    if not load_options[key] then
+      error("herd.model.load: unknown option '" .. tostring(key) .. "'", 2)
+    end
+  end
+  local head = opts.head or "lm"
+  if head ~= "lm" and head ~= "scalar" then
+    error(string.format("herd.model.load: head is %s; use \"lm\" or \"scalar\"", tostring(head)),
+      2)
+  end
+  if opts.seed ~= nil and math.type(opts.seed) ~= "integer" then
+    error("herd.model.load: seed must be an integer", 2)
+  end
+  return core.load(dir, opts.batch or 8, opts.seq or 0, head, opts.seed or 0)
 end
 
 local function to_tensor(value, dtype)

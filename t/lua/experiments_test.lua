@@ -144,6 +144,47 @@ t.test("world_check --quick: reads the base run, passes its checks, writes loada
     "%-%-quick` first\n$")
 end)
 
+t.test("sft --quick: a chat model from the base run, judged before and after", function()
+  local code, stdout, stderr = run_script("sft.lua", "--quick --seed 2")
+  t.eq(code, 0, stderr)
+  local run = last_run("sft")
+  t.eq(run.status, "finished")
+  t.eq(run.config.seed, 2)
+  check_artifacts(run, { checkpoint = "model.safetensors", tokenizer = "tokenizer.json",
+                         report = "sft.md" })
+  local before, after = stdout:match("| helpfulness %(helpfulness prompts%) | ([%d.]+) | ([%d.]+) |")
+  t.ok(before and after, "helpfulness before and after in " .. stdout)
+  t.ok(tonumber(after) > tonumber(before), "SFT raises helpfulness: " .. before .. " -> " .. after)
+end)
+
+t.test("rm_train --quick: two reward models, Tables 7 and 8, score histograms", function()
+  local code, stdout, stderr = run_script("rm_train.lua", "--quick")
+  t.eq(code, 0, stderr)
+  local run = last_run("rm-train")
+  t.eq(run.status, "finished")
+  check_artifacts(run, { helpfulness_rm = "helpfulness_rm/model.safetensors",
+                         safety_rm = "safety_rm/model.safetensors", report = "rm_train.md",
+                         scores_helpfulness = "scores_helpfulness.svg" })
+  t.match(stdout, "| helpfulness | %d+%.%d %[")
+  t.match(stdout, "| safety RM / meta_safety | ")
+  t.eq(last_run("safety-rm").status, "finished", "each RM is a child run")
+  local herd = require "herd"
+  t.ok(#herd.data.jsonl(dir .. "/out/" .. run.id .. "/data/meta_helpful.test.jsonl") > 10,
+    "the test split is written")
+end)
+
+t.test("rm_margin and rm_safety_aux --quick report intervals over seeds", function()
+  local code, stdout, stderr = run_script("rm_margin.lua", "--quick --seeds 2")
+  t.eq(code, 0, stderr)
+  t.match(stdout, "| small | [%d.]+ %[[%d.-]+, [%d.-]+%]")
+  check_artifacts(last_run("rm-margin"), { report = "rm_margin.md",
+                                           score_distribution = "score_distribution.svg" })
+  code, stdout, stderr = run_script("rm_safety_aux.lua", "--quick --seeds 2")
+  t.eq(code, 0, stderr)
+  t.match(stdout, "| %+ auxiliary safety loss | [%d.]+ %[")
+  t.match(stdout, "Unsafe recall [%+%-][%d.]+ points with the auxiliary loss")
+end)
+
 t.test("a bad option stops a script before it records anything but the failure", function()
   local code, stdout, stderr = run_script("base.lua", "--quick --stpes 3")
   t.ok(code ~= 0, "exit code")

@@ -92,4 +92,60 @@ t.test("bad configs and batches are named", function()
   t.raises(function() m:step(one_row, {}) end, "lr is required")
 end)
 
+local fixture = (os.getenv("HERD_TEST_DIR") or "t") .. "/fixtures/hf-tiny-llama"
+
+-- Scores at every position of one row (the fixture's vocabulary has 64 tokens).
+local function all_scores(m)
+  local b = { tokens = { { 1, 5, 9, 33, 3, 3, 60, 12 } },
+              score_positions = { 0, 1, 2, 3, 4, 5, 6, 7 } }
+  m:forward(b)
+  return m:scores(b)
+end
+
+t.test("a chat checkpoint loads as a reward model (head = \"scalar\")", function()
+  local rm = herd.model.load(fixture, { batch = 1, head = "scalar", seed = 3 })
+  local c = rm:config()
+  t.eq(c.lm_head, false)
+  t.eq(c.scalar_head, true)
+  local lm = herd.model.load(fixture, { batch = 1 })
+  t.eq(lm:config().scalar_head, false, "head = \"lm\" is the default")
+  local lm_count = lm:params()
+  t.eq(rm:params(), lm_count - c.vocab_size * c.dim + c.dim, "lm_head (V,C) out, score (1,C) in")
+  local a, again = all_scores(rm), all_scores(herd.model.load(fixture, { head = "scalar", seed = 3 }))
+  local other = all_scores(herd.model.load(fixture, { head = "scalar", seed = 4 }))
+  t.eq(#a, 8)
+  local differs = false
+  for i = 1, 8 do
+    t.eq(a[i], again[i], "same seed, position " .. i)
+    differs = differs or a[i] ~= other[i]
+  end
+  t.ok(differs, "another seed draws another score.weight")
+  t.raises(function() rm:forward{ tokens = { { 1, 2 } }, targets = { { 2, -1 } } } end,
+    "no lm_head")
+  t.raises(function() herd.model.load(fixture, { head = "value" }) end,
+    "head is value; use \"lm\" or \"scalar\"")
+  t.raises(function() herd.model.load(fixture, { heads = "scalar" }) end,
+    "unknown option 'heads'")
+end)
+
+t.test("a reward model saves as LlamaForSequenceClassification and loads back identically",
+  function()
+    local dir = util.tmpdir()
+    local rm = herd.model.load(fixture, { batch = 1, head = "scalar", seed = 3 })
+    local before = all_scores(rm)
+    rm:save(dir .. "/rm")
+    local file = assert(io.open(dir .. "/rm/config.json"))
+    local saved = herd.json.decode(file:read("a"))
+    file:close()
+    t.eq(#saved.architectures, 1)
+    t.eq(saved.architectures[1], "LlamaForSequenceClassification")
+    for _, head in ipairs{ "lm", "scalar" } do  -- "scalar" keeps the trained score.weight
+      local loaded = herd.model.load(dir .. "/rm", { batch = 1, head = head, seed = 99 })
+      t.eq(loaded:config().scalar_head, true)
+      local after = all_scores(loaded)
+      for i = 1, 8 do t.eq(after[i], before[i], head .. ": position " .. i) end
+    end
+    util.cleanup()
+  end)
+
 t.done()
