@@ -157,7 +157,8 @@ static int core_new(lua_State *L) {
   return 1;
 }
 
-// core.load(dir, max_batch, max_seq, head = "lm" | "scalar", seed) -> model, train_state table
+// core.load(dir, max_batch, max_seq, head = "lm" | "scalar", seed, score_scale = 1)
+// -> model, train_state table
 // or nil. "lm" keeps the heads the checkpoint names; "scalar" makes a reward model.
 static int core_load(lua_State *L) {
   static const char *const heads[] = {"lm", "scalar", NULL};
@@ -165,7 +166,7 @@ static int core_load(lua_State *L) {
   herd_checkpoint_load_options opts = {
       (int)luaL_checkinteger(L, 2), (int)luaL_checkinteger(L, 3),
       luaL_checkoption(L, 4, "lm", heads) == 1 ? HERD_HEAD_SCALAR : HERD_HEAD_AS_SAVED,
-      (uint64_t)luaL_optinteger(L, 5, 0)};
+      (uint64_t)luaL_optinteger(L, 5, 0), (float)luaL_optnumber(L, 6, 1.0)};
   if (opts.max_seq <= 0) {  // default: the checkpoint's own max_position_embeddings
     herd_model_config config;
     HERD_LUA_CHECK(L, herd_checkpoint_read_config(dir, &config));

@@ -6,7 +6,7 @@
 -- Face layout) go to out/<run id>/ as artifacts. Ends with samples from prompts of the world and
 -- the held-out loss.
 --
---   herd experiments/base.lua [--quick] [--seed N] [--steps N]
+--   herd experiments/base.lua [--quick] [--seed N] [--steps N] [--layers N]
 --   --quick: a smaller model, corpus and vocabulary, same code path, <= 2 minutes.
 local herd = require "herd"
 local world = require "herd.world"
@@ -16,13 +16,19 @@ local opts = herd.experiment.args{
   usage = "herd experiments/base.lua [options]",
   description = "Trains the toy world's tokenizer and pretrains its base model; the tokenizer and"
     .. " the checkpoint\ngo to out/<run id>/.",
-  options = { { "steps", "int", "training steps (default 1400, 1200 with --quick)" } },
+  options = { { "steps", "int", "training steps (default 1400, 1200 with --quick)" },
+              { "layers", "int", "transformer layers (default 6, 4 with --quick): a smaller or " ..
+                "larger model for scaling experiments" } },
 }
 local quick, seed, steps_override = opts.quick, opts.seed, opts.steps
 
 local model_config = quick
   and { dim = 128, n_layers = 4, n_heads = 4, n_kv_heads = 2, hidden_dim = 384, max_seq_len = 128 }
   or { dim = 288, n_layers = 6, n_heads = 6, n_kv_heads = 2, hidden_dim = 768, max_seq_len = 256 }
+if opts.layers then
+  if opts.layers < 1 then error("base.lua: --layers must be at least 1", 0) end
+  model_config.n_layers = opts.layers
+end
 
 local run <close> = herd.run.start{
   name = "base",

@@ -39,6 +39,7 @@ local base = herd.experiment.find_run{ name = "base", id = cfg.base_run,
 run:param("base_run", base.id)
 local tok = herd.tokenizer.load(base.artifacts.tokenizer)
 local model <close> = herd.model.load(base.dir, { batch = cfg.rows })
+run:param("params", model:params()) -- rm_scaling.lua tells model sizes apart by it
 print(string.format("base model: run %d, %s; held-out loss %s", base.id, tostring(model),
   tostring(base.params.held_out_loss)))
 

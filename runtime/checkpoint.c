@@ -733,16 +733,17 @@ static int read_state_tensors(const char *dir, herd_model *model) {
 
 // ---------------------------------------------------------------- load
 
-// A new scalar head: N(0, 1/sqrt(dim)) so that the first scores have about unit scale whatever the
-// width (the final-normed hidden state has RMS about 1); Philox counters are the buffer offsets,
-// as in herd_model_init.
-static void init_score(herd_model *model, uint64_t seed) {
+// A new scalar head: N(0, (scale/sqrt(dim))^2), so that scale 1 gives first scores of about unit
+// scale whatever the width (the final-normed hidden state has RMS about 1), and scale 0 a zero
+// head whose first scores are all 0 (a reward model then learns its offset from data only).
+// Philox counters are the buffer offsets, as in herd_model_init.
+static void init_score(herd_model *model, uint64_t seed, float score_scale) {
   herd_model_params p;
   herd_model_param_slices(model, &p, NULL);
   int dim = herd_model_get_config(model)->dim;
   float *base = herd_model_param_buffer(model, NULL);
   herd_rng_normal(p.score, dim, seed, (uint64_t)(p.score - base));
-  float scale = 1.0f / sqrtf((float)dim);
+  float scale = score_scale / sqrtf((float)dim);
   for (int i = 0; i < dim; i++) p.score[i] *= scale;
 }
 
@@ -786,7 +787,7 @@ static int restore_state(const char *dir, herd_model *model, herd_train_state *s
 
 int herd_checkpoint_load(const char *dir, herd_model **out, int max_batch, int max_seq,
                          herd_train_state *state, int *has_state) {
-  herd_checkpoint_load_options opts = {max_batch, max_seq, HERD_HEAD_AS_SAVED, 0};
+  herd_checkpoint_load_options opts = {max_batch, max_seq, HERD_HEAD_AS_SAVED, 0, 1.0f};
   return herd_checkpoint_load_opts(dir, out, &opts, state, has_state);
 }
 
@@ -804,7 +805,7 @@ int herd_checkpoint_load_opts(const char *dir, herd_model **out,
   status = herd_model_new(&model, &config, opts->max_batch, opts->max_seq);
   if (status) return status;
   status = read_weights(dir, model, plan);
-  if (!status && plan.new_score) init_score(model, opts->seed);
+  if (!status && plan.new_score) init_score(model, opts->seed, opts->score_scale);
   // Moments saved for other heads do not fit this buffer, and belong to another training run.
   int same_heads = config.lm_head == file.lm_head && config.scalar_head == file.scalar_head;
   if (!status && state && same_heads) status = restore_state(dir, model, state, has_state);

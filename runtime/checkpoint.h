@@ -42,12 +42,14 @@ typedef struct herd_checkpoint_load_options {
   int max_batch, max_seq;  // activations for (max_batch, max_seq)
   int head;                // HERD_HEAD_AS_SAVED or HERD_HEAD_SCALAR
   uint64_t seed;           // Philox seed of a newly initialised score.weight
+  float score_scale;       // its std times sqrt(dim): 1 gives first scores of unit scale, 0 zeros
 } herd_checkpoint_load_options;
 
 // herd_checkpoint_load with a choice of head. HERD_HEAD_SCALAR turns a causal LM into a reward
 // model: lm_head.weight in the file is ignored (its shape is still checked), score.weight is
 // read when the checkpoint has one (LlamaForSequenceClassification) and otherwise drawn from
-// N(0, 1/sqrt(dim)) with `seed`. A training state saved for other heads is not restored
+// N(0, score_scale^2 / dim) with `seed` (score_scale 0: a zero head). A training state saved for
+// other heads is not restored
 // (*has_state stays 0): its moments belong to another buffer layout and another run.
 int herd_checkpoint_load_opts(const char *dir, herd_model **out,
                               const herd_checkpoint_load_options *opts, herd_train_state *state,

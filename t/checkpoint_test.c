@@ -793,7 +793,7 @@ Test(checkpoint, broken_training_state) {
 // ---------------------------------------------------------------- a reward model from a chat model
 
 static herd_model *load_head(const char *dir, int head, uint64_t seed) {
-  herd_checkpoint_load_options opts = {1, 8, head, seed};
+  herd_checkpoint_load_options opts = {1, 8, head, seed, 1.0f};
   herd_model *model;
   cr_assert_eq(herd_checkpoint_load_opts(dir, &model, &opts, NULL, NULL), 0, "%s", herd_errmsg());
   return model;
@@ -861,7 +861,7 @@ Test(checkpoint, reward_model_round_trip_and_seed) {
     cr_assert_eq(memcmp(sa, s, sizeof sa), 0, "head %d: identical scores", head);
     herd_model_free(again);
   }
-  herd_checkpoint_load_options bad = {1, 8, 7, 0};
+  herd_checkpoint_load_options bad = {1, 8, 7, 0, 1.0f};
   herd_model *none;
   cr_assert_eq(herd_checkpoint_load_opts(dir, &none, &bad, NULL, NULL), HERD_EINVAL);
   cr_assert(strstr(herd_errmsg(), "head = 7"), "%s", herd_errmsg());
@@ -876,7 +876,7 @@ Test(checkpoint, converting_heads_drops_the_training_state) {
   const char *dir = in_test_dir("tied-lm");
   herd_train_state state = {4, 1, 2, 3}, got;
   cr_assert_eq(herd_checkpoint_save(dir, model, &state), 0, "%s", herd_errmsg());
-  herd_checkpoint_load_options opts = {1, 8, HERD_HEAD_SCALAR, 1};
+  herd_checkpoint_load_options opts = {1, 8, HERD_HEAD_SCALAR, 1, 1.0f};
   herd_model *rm;
   int has_state = -1;
   cr_assert_eq(herd_checkpoint_load_opts(dir, &rm, &opts, &got, &has_state), 0, "%s",

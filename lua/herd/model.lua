@@ -35,14 +35,15 @@ function M.new(config, opts)
     opts.seed or random_seed())
 end
 
-local load_options = { batch = true, seq = true, head = true, seed = true }
+local load_options = { batch = true, seq = true, head = true, seed = true, score_scale = true }
 
--- herd.model.load(dir, { batch =, seq =, head = "lm" | "scalar", seed = 0 })
+-- herd.model.load(dir, { batch =, seq =, head = "lm" | "scalar", seed = 0, score_scale = 1 })
 -- -> model, training state (or nil)
 -- head = "lm" (the default) keeps the heads the checkpoint has. head = "scalar" makes a reward
 -- model from a chat checkpoint (Llama 2 section 3.2.2): lm_head.weight is dropped and
--- score.weight is the checkpoint's own when it has one, else drawn from N(0, 1/sqrt(dim)) with
--- `seed` (default 0, so the same checkpoint always gives the same reward model). A training
+-- score.weight is the checkpoint's own when it has one, else drawn from
+-- N(0, score_scale^2 / dim) with `seed` (default 0, so the same checkpoint always gives the same
+-- reward model; score_scale 0 gives a zero head, as herd.rm.from_chat uses). A training
 -- state saved for other heads is not restored. See doc/checkpoints.md.
 function M.load(dir, opts)
   if type(dir) ~= "string" then error("herd.model.load: dir must be a string", 2) end
@@ -61,7 +62,10 @@ function M.load(dir, opts)
   if opts.seed ~= nil and math.type(opts.seed) ~= "integer" then
     error("herd.model.load: seed must be an integer", 2)
   end
-  return core.load(dir, opts.batch or 8, opts.seq or 0, head, opts.seed or 0)
+  if opts.score_scale ~= nil and not (type(opts.score_scale) == "number" and opts.score_scale >= 0) then
+    error("herd.model.load: score_scale must be a number >= 0", 2)
+  end
+  return core.load(dir, opts.batch or 8, opts.seq or 0, head, opts.seed or 0, opts.score_scale or 1)
 end
 
 local function to_tensor(value, dtype)

@@ -119,8 +119,12 @@ end
 -- The tokenizer is opts.tokenizer or dir/tokenizer.json.
 function M.from_chat(dir, opts)
   opts = opts or {}
+  -- A zero head by default: every first score is 0, so the scores' offset is learnt from data.
+  -- The ranking loss alone hardly moves it (it sees only differences); a random head would
+  -- leave an arbitrary offset that decides "recall at score 0" by itself (appendix A.3.4).
   local model = require("herd.model").load(dir, { batch = opts.batch or 16, seq = opts.seq,
-                                                  head = "scalar", seed = opts.seed })
+                                                  head = "scalar", seed = opts.seed,
+                                                  score_scale = opts.score_scale or 0 })
   return M.new{ model = model, tokenizer = tokenizer_of(dir, opts), seq = opts.seq,
                 batch = opts.batch }
 end

@@ -185,12 +185,30 @@ t.test("rm_margin and rm_safety_aux --quick report intervals over seeds", functi
   t.match(stdout, "Unsafe recall [%+%-][%d.]+ points with the auxiliary loss")
 end)
 
+t.test("rm_scaling --quick: two chat-model sizes, accuracy against batches", function()
+  -- a smaller chat model: a 1-layer base and its SFT
+  local code, _, stderr = run_script("base.lua", "--quick --layers 1 --steps 200")
+  t.eq(code, 0, stderr)
+  local small_base = last_run("base")
+  t.eq(small_base.config.model.n_layers, 1)
+  code, _, stderr = run_script("sft.lua", "--quick --base " .. small_base.id)
+  t.eq(code, 0, stderr)
+  local small_sft = last_run("sft")
+  local code2, stdout, stderr2 = run_script("rm_scaling.lua", "--quick")
+  t.eq(code2, 0, stderr2)
+  local run = last_run("rm-scaling")
+  t.eq(run.status, "finished")
+  t.match(stdout, "| small %([%d.]+M, sft run " .. small_sft.id .. "%) | [%d.]+ %[")
+  t.match(stdout, "| large %([%d.]+M, sft run %d+%) | [%d.]+ %[")
+  check_artifacts(run, { figure = "rm_scaling.svg", report = "rm_scaling.md" })
+end)
+
 t.test("a bad option stops a script before it records anything but the failure", function()
   local code, stdout, stderr = run_script("base.lua", "--quick --stpes 3")
   t.ok(code ~= 0, "exit code")
   t.eq(stdout, "")
   t.match(stderr, "^herd: [^\n]*base%.lua: unknown option '%-%-stpes' %(options: %-%-quick, %-%-seed N,"
-    .. " %-%-steps N, %-%-help%)\n$")
+    .. " %-%-steps N, %-%-layers N, %-%-help%)\n$")
   t.eq(last_run().status, "failed")
 end)
 
