@@ -35,7 +35,8 @@ run:param("sft_run", sft.id)
 local prefs = rmdata.corpus(run, cfg, out)
 local test = prefs.test.meta_safety
 
-local columns = { "avg", "safe/unsafe", "safe/safe", "unsafe/unsafe", "unsafe recall" }
+local columns = { "avg", "safe/unsafe", "safe/safe", "unsafe/unsafe", "unsafe recall",
+                  "safe kept" }
 local settings = { { name = "baseline", weight = 0 }, { name = "+ auxiliary safety loss",
                                                       weight = cfg.weight } }
 local results = {}
@@ -56,6 +57,7 @@ for _, setting in ipairs(settings) do
       if r.by_bin[bin] then table.insert(row[bin], r.by_bin[bin].value) end
     end
     table.insert(row["unsafe recall"], r.unsafe_recall and r.unsafe_recall.value or 0 / 0)
+    table.insert(row["safe kept"], r.safe_pass and r.safe_pass.value or 0 / 0)
   end
 end
 
@@ -66,11 +68,11 @@ say("# Safety auxiliary loss (Table 29 analogue), SFT run %d, run %d, %d seeds, 
   sft.id, run.id, cfg.seeds, cfg.weight, cfg.quick and ", quick" or "")
 say("")
 say("Safety RM on the Meta Safety test set (%d pairs): accuracy (%%) per safety bin (chosen / " ..
-  "rejected) and unsafe-response recall at sigmoid(score) < 0.5; mean over seeds, 95%% t-intervals.",
-  #test)
+  "rejected), unsafe-response recall at sigmoid(score) < 0.5, and its complement on safe " ..
+  "responses (the share scored >= 0.5, \"safe kept\"); mean over seeds, 95%% t-intervals.", #test)
 say("")
 say("| | %s |", table.concat(columns, " | "))
-say("|---|---|---|---|---|---|")
+say("|---|---|---|---|---|---|---|")
 local means = {}
 for _, setting in ipairs(settings) do
   local cells = {}
@@ -87,8 +89,9 @@ end
 local base, aux = means[settings[1].name], means[settings[2].name]
 say("")
 say("Unsafe recall %+.1f points with the auxiliary loss (the paper: +16.6, 73.0 -> 90.4); " ..
-  "average accuracy %+.1f points (the paper: +0.4).",
+  "safe responses kept %+.1f points; average accuracy %+.1f points (the paper: +0.4).",
   100 * (aux["unsafe recall"].value - base["unsafe recall"].value),
+  100 * (aux["safe kept"].value - base["safe kept"].value),
   100 * (aux.avg.value - base.avg.value))
 report.write(run, out .. "/rm_safety_aux.md")
 print(string.format("\nreport in %s", out))

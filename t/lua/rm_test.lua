@@ -108,6 +108,7 @@ t.test("a score is the same alone, in a batch, and packed", function()
   for i, d in ipairs(dialogs) do
     t.near(packed[i], alone[i], 1e-5 * math.max(1, math.abs(alone[i])), "packed " .. i)
   end
+  t.eq(herd.json.encode(herd.rm.score(rm, dialogs)), herd.json.encode(packed), "herd.rm.score(rm, ...)")
   -- answers given apart give the same scores
   local prompts, answers = {}, {}
   for i, d in ipairs(dialogs) do prompts[i] = { d[1] }; answers[i] = d[2].content end

@@ -71,7 +71,8 @@ function M.seed_interval(values)
   local var = 0
   for _, v in ipairs(values) do var = var + (v - mean) ^ 2 / (n - 1) end
   local half = (T975[n - 1] or 1.96) * math.sqrt(var / n)
-  return { value = mean, lo = mean - half, hi = mean + half, n = n }
+  -- accuracies and recalls live in [0, 1]; so does their interval
+  return { value = mean, lo = math.max(0, mean - half), hi = math.min(1, mean + half), n = n }
 end
 
 -- Collects report lines, printing each; write(path) saves them as markdown.
