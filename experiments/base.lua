@@ -16,7 +16,7 @@ local opts = herd.experiment.args{
   usage = "herd experiments/base.lua [options]",
   description = "Trains the toy world's tokenizer and pretrains its base model; the tokenizer and"
     .. " the checkpoint\ngo to out/<run id>/.",
-  options = { { "steps", "int", "training steps (default 1400, 1200 with --quick)" },
+  options = { { "steps", "int", "training steps (default 1000, 1200 with --quick)" },
               { "layers", "int", "transformer layers (default 6, 4 with --quick): a smaller or " ..
                 "larger model for scaling experiments" } },
 }
@@ -35,7 +35,7 @@ local run <close> = herd.run.start{
   config = {
     quick = quick, seed = seed, vocab_size = quick and 1024 or 4096,
     corpus_tokens = quick and 500000 or 2000000, held_out_fraction = 0.02,
-    batch = 8, seq = model_config.max_seq_len, steps = steps_override or (quick and 1200 or 1400),
+    batch = 8, seq = model_config.max_seq_len, steps = steps_override or (quick and 1200 or 1000),
     lr = 1e-3, warmup = quick and 60 or 100, floor = 0.1, eval_every = quick and 200 or 100,
     eval_batches = quick and 2 or 4, model = model_config,
   },

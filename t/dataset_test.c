@@ -158,6 +158,8 @@ Test(dataset, preference_schema_errors_name_file_line_field) {
       {"{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":null,\"rating\":\"better\",\"domain\":"
        "\"helpful\"}",
        "field 'rejected': expected a string, got null"},
+      {"{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"b\",\"domain\":\"helpful\"}",
+       "field 'rating': missing"},
       {"{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"b\",\"rating\":\"great\",\"domain\":"
        "\"helpful\"}",
        "field 'rating': expected one of \"significantly better\", \"better\", \"slightly better\", "

@@ -26,7 +26,7 @@ M.margins = {
 
 -- Training presets. `paper`: section 3.2.2 (lr 1e-5; 5e-6 for the 70B model; 512 pairs a
 -- batch; one epoch; cosine to 10%; warm-up 3% of the steps, at least 5). `toy`: the same
--- schedule scaled to the toy world's 15M-parameter models, which need a larger learning rate
+-- schedule scaled to the toy world's 7M-parameter models, which need a larger learning rate
 -- and smaller batches to learn anything in one epoch of a few thousand pairs.
 M.presets = {
   paper = { lr = 1e-5, pairs = 512, epochs = 1, floor = 0.1, warmup_fraction = 0.03,

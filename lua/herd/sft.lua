@@ -16,7 +16,7 @@ local M = {}
 -- paper: section 3.1 (cosine schedule from 2e-5, weight decay 0.1, batch 64 sequences of 4096
 -- tokens, 2 epochs; the paper gives no warm-up or floor: herd warms up for 3% of the steps and
 -- ends at 10% of the peak, as its other trainers do). toy: the same recipe scaled to the toy
--- world's reference model (sequences of 256 tokens, a peak learning rate suited to 15M
+-- world's reference model (sequences of 256 tokens, a peak learning rate suited to 7M
 -- parameters).
 M.presets = {
   paper = { lr = 2e-5, weight_decay = 0.1, batch = 64, seq = 4096, epochs = 2,
