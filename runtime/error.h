@@ -15,6 +15,7 @@ enum herd_status {
   HERD_ECORRUPT = -6,   // a file exists but is not what it should be
   HERD_EBUSY = -7,      // another process holds a lock for too long
   HERD_ESTATE = -8,     // the object is in the wrong state for this call (e.g. run finished)
+  HERD_EDEVICE = -9,    // the GPU or its libraries (CUDA runtime, cuBLAS) reported a failure
 };
 
 // The message of the last failure on this thread ("" when none).
