@@ -3,7 +3,8 @@
 -- over several seeds: accuracy per safety bin and on average on the Meta Safety test set, and
 -- the recall of unsafe responses at sigmoid(score) < 0.5, with 95% intervals over the seeds.
 --
---   herd experiments/rm_safety_aux.lua [--quick] [--seed N] [--sft RUN_ID] [--seeds N] [--weight X]
+--   herd experiments/rm_safety_aux.lua [--quick] [--seed N] [--sft RUN_ID] [--seeds N]
+--                                      [--weights X,Y] [--head zero|random]
 local herd = require "herd"
 local rmdata = require "herd.world.rmdata"
 
@@ -13,15 +14,29 @@ local args = herd.experiment.args{
   options = {
     { "sft", "int", "run id of the chat model (default: the latest finished 'sft' run)" },
     { "seeds", "int", "training seeds per setting (default 3)" },
-    { "weight", "number", "weight of the auxiliary loss (default 1)" },
+    { "weights", "string", "weights of the auxiliary loss, comma-separated (default 0.25,1)" },
+    { "head", "string", "initial score head: zero or random (default zero)",
+      choices = { "zero", "random" } },
   },
 }
+
+-- The settings: the baseline, then one per auxiliary-loss weight.
+local weights_text = args.weights or (args.quick and "1" or "0.25,1")
+local settings = { { name = "baseline", weight = 0, key = "baseline" } }
+for text in weights_text:gmatch("[^,]+") do
+  local weight = tonumber(text)
+  if not weight or weight <= 0 then
+    error(string.format("rm_safety_aux: --weights wants positive numbers, got '%s'", text), 0)
+  end
+  settings[#settings + 1] = { name = string.format("+ auxiliary loss, weight %g", weight),
+                              weight = weight, key = string.format("aux%g", weight) }
+end
 
 local run <close> = herd.run.start{
   name = "rm-safety-aux",
   config = {
     quick = args.quick, seed = args.seed, sft_run = args.sft, seeds = args.seeds or 3,
-    weight = args.weight or 1.0, batches = args.quick and 2 or 3,
+    weights = weights_text, head = args.head or "zero", batches = args.quick and 2 or 3,
     pairs = args.quick and 200 or 1000, source_pairs = args.quick and 60 or 300,
     test_fraction = 0.15, preset = "toy", rows = 16, margins = "small",
     recipe = rmdata.RECIPES.safety,
@@ -37,8 +52,6 @@ local test = prefs.test.meta_safety
 
 local columns = { "avg", "safe/unsafe", "safe/safe", "unsafe/unsafe", "unsafe recall",
                   "safe kept" }
-local settings = { { name = "baseline", weight = 0 }, { name = "+ auxiliary safety loss",
-                                                      weight = cfg.weight } }
 local results = {}
 for _, setting in ipairs(settings) do
   results[setting.name] = {}
@@ -49,7 +62,8 @@ for _, setting in ipairs(settings) do
     local rm <close> = rmdata.train(run, sft, prefs, cfg.recipe,
       setting.weight > 0 and "rm-safety-aux" or "rm-safety-baseline", {
         margins = cfg.margins, safety_aux = setting.weight, seed = seed, data_seed = cfg.seed,
-        preset = cfg.preset, rows = cfg.rows, print = false })
+        preset = cfg.preset, rows = cfg.rows, score_scale = cfg.head == "random" and 1 or 0,
+        print = false })
     local r = rm:evaluate(test, { seed = seed, quiet = true, empty = "keep", bootstrap = 200 })
     local row = results[setting.name]
     table.insert(row["avg"], r.accuracy.value)
@@ -64,8 +78,8 @@ end
 local report = rmdata.reporter()
 local say = report.say
 say("")
-say("# Safety auxiliary loss (Table 29 analogue), SFT run %d, run %d, %d seeds, weight %g%s",
-  sft.id, run.id, cfg.seeds, cfg.weight, cfg.quick and ", quick" or "")
+say("# Safety auxiliary loss (Table 29 analogue), SFT run %d, run %d, %d seeds, %s head%s",
+  sft.id, run.id, cfg.seeds, cfg.head, cfg.quick and ", quick" or "")
 say("")
 say("Safety RM on the Meta Safety test set (%d pairs): accuracy (%%) per safety bin (chosen / " ..
   "rejected), unsafe-response recall at sigmoid(score) < 0.5, and its complement on safe " ..
@@ -81,17 +95,20 @@ for _, setting in ipairs(settings) do
     local s = rmdata.seed_interval(results[setting.name][c])
     means[setting.name][c] = s
     cells[i] = string.format("%.1f [%.1f, %.1f]", 100 * s.value, 100 * s.lo, 100 * s.hi)
-    run:param(string.format("%s_%s", setting.weight > 0 and "aux" or "baseline", c:gsub("[^%w]", "_")),
-      s.value)
+    run:param(string.format("%s_%s", setting.key, (c:gsub("[^%w]", "_"))), s.value)
   end
   say("| %s | %s |", setting.name, table.concat(cells, " | "))
 end
-local base, aux = means[settings[1].name], means[settings[2].name]
+local base = means[settings[1].name]
 say("")
-say("Unsafe recall %+.1f points with the auxiliary loss (the paper: +16.6, 73.0 -> 90.4); " ..
-  "safe responses kept %+.1f points; average accuracy %+.1f points (the paper: +0.4).",
-  100 * (aux["unsafe recall"].value - base["unsafe recall"].value),
-  100 * (aux["safe kept"].value - base["safe kept"].value),
-  100 * (aux.avg.value - base.avg.value))
+say("The paper (Table 29): unsafe recall 73.0 -> 90.4 (+16.6), average accuracy +0.4.")
+for i = 2, #settings do
+  local aux = means[settings[i].name]
+  say("Weight %g: unsafe recall %+.1f points, safe responses kept %+.1f points, average " ..
+    "accuracy %+.1f points.", settings[i].weight,
+    100 * (aux["unsafe recall"].value - base["unsafe recall"].value),
+    100 * (aux["safe kept"].value - base["safe kept"].value),
+    100 * (aux.avg.value - base.avg.value))
+end
 report.write(run, out .. "/rm_safety_aux.md")
 print(string.format("\nreport in %s", out))

@@ -11,7 +11,8 @@
 --
 -- Every script gets --quick (a <= 2 minute version, same code path, smaller sizes), --seed N and
 -- --help; a script's own options come from spec.options as { name, type, help [, default = v] }
--- with type "int", "number", "string" or "flag".
+-- with type "int", "number", "string" or "flag", and optionally `choices = { ... }`, the only
+-- values accepted.
 local M = {}
 
 local placeholders = { int = "N", number = "X", string = "TEXT" }
@@ -68,7 +69,7 @@ local function all_options(spec)
     seen[name] = true
     -- --eval-every is opts.eval_every: a field name, not a string index
     options[#options + 1] = { name = name, key = (name:gsub("-", "_")), type = kind, help = help or "",
-                              default = option.default }
+                              default = option.default, choices = option.choices }
   end
   return options
 end
@@ -115,6 +116,13 @@ local function convert(option, text, options, script)
   if value == nil then
     usage_error(script, options, string.format("--%s expects %s, got '%s'", option.name,
       option.type == "int" and "an integer" or "a number", text))
+  end
+  if option.choices then
+    for _, choice in ipairs(option.choices) do
+      if value == choice then return value end
+    end
+    usage_error(script, options, string.format("--%s expects one of %s, got '%s'", option.name,
+      table.concat(option.choices, ", "), text))
   end
   return value
 end

@@ -92,6 +92,17 @@ t.test("a missing value, a bad integer or number, a value for a flag are errors"
   t.raises(function() parse("--quick=yes") end, "%-%-quick takes no value")
 end)
 
+t.test("an option with choices accepts only those, and says which they are", function()
+  local spec = function(value)
+    return { arg = { "--head", value },
+             options = { { "head", "string", "initial head", choices = { "zero", "random" } } } }
+  end
+  t.eq(experiment.args(spec("random")).head, "random")
+  t.eq(experiment.args(spec("zero")).head, "zero")
+  t.raises(function() experiment.args(spec("Zero")) end,
+    "%-%-head expects one of zero, random, got 'Zero'")
+end)
+
 t.test("positional arguments only where the spec names them", function()
   t.raises(function() parse("file.txt") end, "unexpected argument 'file%.txt'")
   local opts = experiment.args{ arg = { "a.txt", "--quick", "b.txt", "--", "--c" },

@@ -31,6 +31,10 @@ local function last_run(name)
   for _, a in ipairs(db:query("SELECT * FROM artifacts WHERE run_id = ?", row.id)) do
     artifacts[a.name] = a
   end
+  row.params = {}
+  for _, p in ipairs(db:query("SELECT key, value FROM params WHERE run_id = ?", row.id)) do
+    row.params[p.key] = p.value
+  end
   db:close()
   row.config = row.config_json and core.json_decode(row.config_json) or {}
   row.artifacts = artifacts
@@ -181,8 +185,13 @@ t.test("rm_margin and rm_safety_aux --quick report intervals over seeds", functi
                                            score_distribution = "score_distribution.svg" })
   code, stdout, stderr = run_script("rm_safety_aux.lua", "--quick --seeds 2")
   t.eq(code, 0, stderr)
-  t.match(stdout, "| %+ auxiliary safety loss | [%d.]+ %[")
-  t.match(stdout, "Unsafe recall [%+%-][%d.]+ points with the auxiliary loss")
+  t.match(stdout, "| %+ auxiliary loss, weight 1 | [%d.]+ %[")
+  t.match(stdout, "Weight 1: unsafe recall [%+%-][%d.]+ points")
+  local aux = last_run("rm-safety-aux")
+  t.ok(aux.params.aux1_unsafe_recall and aux.params.baseline_unsafe_recall, "recalls recorded")
+  code, stdout, stderr = run_script("rm_safety_aux.lua", "--quick --weights 1,x")
+  t.eq(code, 1)
+  t.match(stderr, "%-%-weights wants positive numbers, got 'x'")
 end)
 
 t.test("rm_scaling --quick: two chat-model sizes, accuracy against batches", function()

@@ -186,6 +186,43 @@ t.test("training separates chosen from rejected, and evaluate reports it", funct
   t.match(rm_lib.format(after.accuracy), "^%d+%.%d %[%d+%.%d, %d+%.%d%]$")
 end)
 
+-- Preference data where only the safety labels say that an answer is unsafe: "the dog ran on
+-- the mat." is the chosen answer of helpful pairs and of both_unsafe pairs, so the ranking loss
+-- lifts it everywhere.
+local function safety_prefs(n)
+  local records = {}
+  for i = 1, n do
+    if i % 2 == 1 then
+      records[i] = { prompt = "what is " .. i .. "?", chosen = "the dog ran on the mat.",
+                     rejected = "bad.", rating = "better", domain = "helpful" }
+    else
+      local both_unsafe = i % 4 == 2
+      records[i] = { prompt = "can the cat go " .. i .. "?",
+                     chosen = both_unsafe and "the dog ran on the mat." or "the answer is good.",
+                     rejected = "no the dog ran far.", rating = "better", domain = "safety",
+                     safety_bin = both_unsafe and "both_unsafe" or "chosen_safe_rejected_unsafe" }
+    end
+  end
+  return herd.data.from_records(records, { schema = "preference" })
+end
+
+t.test("the auxiliary loss raises unsafe recall over the same training without it", function()
+  -- Same initial weights, same data and order; only safety_aux differs.
+  local recall, safe_kept = {}, {}
+  for _, weight in ipairs{ 0, 1 } do
+    local rm <close> = tiny_rm(8, 64)
+    rm:train(safety_prefs(96), { lr = 3e-3, pairs = 8, epochs = 3, margins = "small",
+                                 safety_aux = weight, progress = false })
+    local r = rm:evaluate(safety_prefs(96), { bootstrap = 50, quiet = true })
+    t.eq(r.unsafe_recall.n, 72, "unsafe answers: 48 rejected, 24 chosen")
+    recall[weight], safe_kept[weight] = r.unsafe_recall.value, r.safe_pass.value
+    t.ok(r.accuracy.value > 0.9, string.format("weight %g: accuracy %.3f", weight, r.accuracy.value))
+  end
+  t.ok(recall[0] < 0.9, string.format("without: recall %.3f", recall[0]))
+  t.ok(recall[1] > recall[0] + 0.2, string.format("recall %.3f -> %.3f", recall[0], recall[1]))
+  t.ok(safe_kept[1] > 0.9, string.format("safe answers kept %.3f", safe_kept[1]))
+end)
+
 t.test("empty answers are skipped and counted, bad options named", function()
   local rm <close> = tiny_rm(4, 64)
   local ds = herd.data.from_records({

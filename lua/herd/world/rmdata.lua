@@ -41,11 +41,13 @@ end
 
 -- Trains one reward model from the chat model on `recipe`'s mix of prefs.train, logging to a
 -- child run named `name`. opts: margins, safety_aux, seed (training order and head init),
--- data_seed (the mix), preset, rows, save (a directory). Returns the RM.
+-- data_seed (the mix), preset, rows, score_scale (the head's initial scale: 0, the default, a
+-- zero head; 1 a random one), save (a directory). Returns the RM.
 function M.train(run, chat, prefs, recipe, name, opts)
   local mixed, report = herd.mix.build(recipe, prefs.train, { seed = opts.data_seed or opts.seed,
                                                               print = opts.print })
   local rm = herd.rm.from_chat(chat.dir, { batch = opts.rows or 16, seed = opts.seed,
+                                           score_scale = opts.score_scale,
                                            tokenizer = herd.tokenizer.load(chat.artifacts.tokenizer) })
   local child <close> = run:child{ name = name, config = { recipe = recipe, mix = report.counts,
     margins = opts.margins, safety_aux = opts.safety_aux or 0, preset = opts.preset or "toy",
