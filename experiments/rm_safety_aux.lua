@@ -60,7 +60,7 @@ for _, setting in ipairs(settings) do
     local seed = cfg.seed * 100 + k
     print(string.format("%s, seed %d", setting.name, seed))
     local rm <close> = rmdata.train(run, sft, prefs, cfg.recipe,
-      setting.weight > 0 and "rm-safety-aux" or "rm-safety-baseline", {
+      setting.weight > 0 and "safety-rm-aux" or "safety-rm-baseline", {
         margins = cfg.margins, safety_aux = setting.weight, seed = seed, data_seed = cfg.seed,
         preset = cfg.preset, rows = cfg.rows, score_scale = cfg.head == "random" and 1 or 0,
         print = false })
