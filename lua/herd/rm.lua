@@ -318,6 +318,11 @@ function RM:encode_pairs(ds, opts)
     io.stderr:write(string.format("rm: skipped %d of %d pairs with an empty response (first: %s)\n",
       skipped.empty_response, #ds, table.concat(first_skips, ", ")))
   end
+  if skipped.truncated > 0 and opts.quiet ~= true then
+    io.stderr:write(string.format("rm: %d of %d responses longer than %d tokens with their " ..
+      "dialog: kept their last %d tokens (the answer and the latest context)\n",
+      skipped.truncated, 2 * #pairs_, self.seq, self.seq))
+  end
   return pairs_, skipped
 end
 

@@ -245,6 +245,22 @@ t.test("empty answers are skipped and counted, bad options named", function()
   for i = 1, 80 do long[i] = "cat" end
   rm:score{ dialog(table.concat(long, " "), "yes.") }
   t.eq(rm.truncated, 1, "an over-long dialog is truncated from the left and counted")
+  -- in training data: counted per response, and said on stderr unless quiet
+  local long_ds = herd.data.from_records({
+    { prompt = table.concat(long, " "), chosen = "yes.", rejected = "no.", rating = "better",
+      domain = "helpful" },
+    { prompt = "the dog?", chosen = "no.", rejected = "yes.", rating = "better", domain = "helpful" },
+  }, { schema = "preference" })
+  local said = {}
+  local stderr = io.stderr
+  io.stderr = { write = function(_, text) said[#said + 1] = text end }
+  local ok, pairs_long, skipped_long = pcall(rm.encode_pairs, rm, long_ds)
+  io.stderr = stderr
+  t.ok(ok, tostring(pairs_long))
+  t.eq(#pairs_long, 2, "truncated pairs are kept")
+  t.eq(skipped_long.truncated, 2, "chosen and rejected both truncated")
+  t.match(table.concat(said), "^rm: 2 of 4 responses longer than 64 tokens with their dialog: " ..
+    "kept their last 64 tokens")
 end)
 
 t.done()
