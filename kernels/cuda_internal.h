@@ -1,8 +1,8 @@
 // defines: HERD_TRY, HERD_CUDA_CHECK, HERD_CUBLAS_CHECK, herd_cuda_fail, herd_cublas_fail,
-//          herd_cuda_stream, herd_cuda_launched, herd_cublaslt
+//          herd_cuda_stream, herd_cuda_launched, herd_cublaslt, DeviceBuffer
 //
 // Shared by the .cu files of kernels/ (C++ only, not installed): turning CUDA and cuBLAS(Lt)
-// statuses into herd errors, the process's stream and the cuBLASLt handle.
+// statuses into herd errors, the process's stream, the cuBLASLt handle and scratch memory.
 #ifndef HERD_KERNELS_CUDA_INTERNAL_H
 #define HERD_KERNELS_CUDA_INTERNAL_H
 
@@ -10,6 +10,8 @@
 #include <cuda_runtime.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "cuda.h"
 
 // The runtime's headers are C without extern "C" guards of their own.
 extern "C" {
@@ -64,5 +66,22 @@ int herd_cuda_launched(const char *kernel);
 
 // The process's cuBLASLt handle and its workspace (created on first use).
 int herd_cublaslt(cublasLtHandle_t *handle, void **workspace, size_t *workspace_bytes);
+
+// Device memory for the duration of one op. Freeing it while kernels that use it are still
+// queued is safe: the block can only be handed out to work queued after them on herd's stream.
+template <typename T>
+struct DeviceBuffer {
+  T *ptr = nullptr;
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer &) = delete;
+  DeviceBuffer &operator=(const DeviceBuffer &) = delete;
+  ~DeviceBuffer() { herd_cuda_free(ptr); }
+  int allocate(size_t count) {
+    void *block = nullptr;
+    int rc = herd_cuda_malloc(&block, (count > 0 ? count : 1) * sizeof(T));
+    ptr = static_cast<T *>(block);
+    return rc;
+  }
+};
 
 #endif

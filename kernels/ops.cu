@@ -42,23 +42,6 @@ int grid_for(int64_t n) {
   return (int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
 }
 
-// Device memory for the duration of one op. Freeing it while kernels that use it are still
-// queued is safe: the block can only be handed out to work queued after them on herd's stream.
-template <typename T>
-struct DeviceBuffer {
-  T *ptr = nullptr;
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer &) = delete;
-  DeviceBuffer &operator=(const DeviceBuffer &) = delete;
-  ~DeviceBuffer() { herd_cuda_free(ptr); }
-  int allocate(size_t count) {
-    void *block = nullptr;
-    int rc = herd_cuda_malloc(&block, (count > 0 ? count : 1) * sizeof(T));
-    ptr = static_cast<T *>(block);
-    return rc;
-  }
-};
-
 // ---------------------------------------------------------------- block reductions
 
 template <typename T>

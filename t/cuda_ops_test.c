@@ -28,6 +28,7 @@
 #include "../kernels/cuda.h"
 #include "../kernels/cuda_ops.h"
 #include "attention.h"
+#include "cuda_test_util.h"
 #include "error.h"
 #include "gradcheck.h"
 #include "model.h"
@@ -37,39 +38,6 @@
 enum { N = 37, C = 45, OC = 29, V = 53 };
 
 #define REL_TOL 1e-5
-
-// ---------------------------------------------------------------- setup
-
-// Skips the test without a GPU, unless HERD_EXPECT_GPU=1 says there must be one (a driver too
-// old for the CUDA runtime herd was built with also gives 0 devices): then it fails with CUDA's
-// reason.
-static void skip_without_gpu(void) {
-  if (herd_cuda_device_count() > 0) return;
-  const char *expect = getenv("HERD_EXPECT_GPU");
-  if (expect && strcmp(expect, "1") == 0) {
-    int rc = herd_cuda_synchronize();  // creates the stream: CUDA says what is missing
-    cr_assert_fail("HERD_EXPECT_GPU=1 but herd sees no CUDA device (%d: %s)", rc, herd_errmsg());
-  }
-  cr_skip_test("no CUDA device");
-}
-
-// Every op waits for its kernels (HERD_CUDA_SYNC=1): a failing kernel is named by its op.
-static void require_gpu(void) {
-  setenv("HERD_CUDA_SYNC", "1", 1);
-  skip_without_gpu();
-}
-
-// For the tests of asynchronous failures: kernels are not waited for.
-static void require_gpu_async(void) {
-  unsetenv("HERD_CUDA_SYNC");
-  skip_without_gpu();
-}
-
-#define CUDA_OK(call)                                                                           \
-  do {                                                                                          \
-    int cuda_ok_rc_ = (call);                                                                   \
-    cr_assert(cuda_ok_rc_ == HERD_OK, "%s returned %d: %s", #call, cuda_ok_rc_, herd_errmsg()); \
-  } while (0)
 
 // ---------------------------------------------------------------- host and device twins
 
@@ -83,12 +51,6 @@ typedef struct itwin {
   int32_t *cpu, *gpu;
   int n;
 } itwin;
-
-static void *device_alloc(size_t bytes) {
-  void *p = NULL;
-  CUDA_OK(herd_cuda_malloc(&p, bytes > 0 ? bytes : 1));
-  return p;
-}
 
 static twin twin_of(const float *values, int64_t n) {
   twin t = {malloc((size_t)(n > 0 ? n : 1) * sizeof(float)),
@@ -152,12 +114,6 @@ static void itwin_free(itwin t) {
   herd_cuda_free(t.gpu);
 }
 
-static float *download(const float *gpu, int64_t n) {
-  float *host = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-  CUDA_OK(herd_cuda_copy_to_host(host, gpu, (size_t)n * sizeof(float)));
-  return host;
-}
-
 // ---------------------------------------------------------------- comparisons
 
 // ||got - want|| / max(||want||, 1e-30) <= tol; the message names the worst element. A NaN in
@@ -194,15 +150,6 @@ static void expect_untouched(const char *what, twin t, float value) {
       break;
     }
   free(got);
-}
-
-static void expect_same_bits(const char *what, const float *a, const float *b, int64_t n) {
-  for (int64_t i = 0; i < n; i++)
-    if (memcmp(&a[i], &b[i], sizeof *a) != 0) {
-      cr_expect(0, "%s: run 1 and run 2 differ at [%lld]: %.9g vs %.9g", what, (long long)i,
-                (double)a[i], (double)b[i]);
-      return;
-    }
 }
 
 // ---------------------------------------------------------------- allocator, copies, errors
