@@ -3,7 +3,7 @@
 // products through herd_cuda_matmul_bf16 (cuBLASLt, bf16 inputs, f32 accumulation); each shape
 // is timed over enough repetitions to run ~0.5 s after a warm-up, and the best shape is the
 // peak. Also the f32 rate (herd_cuda_matmul) for comparison. `make bench` runs it in a CUDA
-// build; without a GPU it says so and exits 0.
+// build; without a GPU it says so and exits 0 (1 under HERD_EXPECT_GPU=1).
 //
 //   t/bench/cuda_matmul_bench [--json]     --json: one line {"bf16_peak_tflops": ..., ...} last
 #include <stdint.h>
@@ -94,8 +94,10 @@ static double rate(const shape *s, int bf16) {
 int main(int argc, char **argv) {
   int json = argc > 1 && strcmp(argv[1], "--json") == 0;
   if (herd_cuda_device_count() < 1) {
-    printf("cuda_matmul_bench: no GPU here; skipped\n");
-    return 0;
+    const char *expect = getenv("HERD_EXPECT_GPU");
+    int expected = expect && strcmp(expect, "1") == 0;  // the GPU check: no GPU is a failure
+    printf("cuda_matmul_bench: no GPU here; %s\n", expected ? "HERD_EXPECT_GPU=1: failing" : "skipped");
+    return expected ? 1 : 0;
   }
   double best = 0, best_f32 = 0;
   for (int i = 0; i < N_SHAPES; i++) {
