@@ -9,11 +9,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attention.h"
+#include "backend.h"
 #include "error.h"
-#include "ops.h"
 #include "rng.h"
 #include "threads.h"
+
+// Returns the status of a backend call that failed.
+#define TRY(expr)                \
+  do {                           \
+    int try_rc_ = (expr);        \
+    if (try_rc_) return try_rc_; \
+  } while (0)
 
 // The activations of one forward pass, kept for the backward pass. Per-layer tensors are
 // stacked with a stride of the allocated maximum (max N rows), not of the current batch.
@@ -66,6 +72,7 @@ typedef struct tensor_info {
 enum { N_TENSORS = 13 };
 
 struct herd_model {
+  const herd_backend *be;  // the kernels forward, backward and step run on
   herd_model_config config;
   int max_batch, max_seq;
   size_t n_params;
@@ -189,6 +196,7 @@ int herd_model_new(herd_model **out, const herd_model_config *config, int max_ba
                        max_batch, max_seq);
   herd_model *m = calloc(1, sizeof *m);
   if (!m) return herd_seterr(HERD_ENOMEM, "model_new: out of memory");
+  m->be = &herd_cpu_backend;
   m->config = *config;
   m->max_batch = max_batch, m->max_seq = max_seq;
   m->n_params = layout(config, m->tensors, &m->n_tensors);
@@ -331,7 +339,7 @@ void herd_model_set_step_count(herd_model *model, int64_t steps) {
 }
 
 void herd_model_zero_grad(herd_model *model) {
-  memset(model->grads, 0, model->n_params * sizeof(float));
+  model->be->zero(model->grads, model->n_params * sizeof(float));
 }
 
 // ---------------------------------------------------------------- forward
@@ -380,7 +388,8 @@ static int check_batch(const herd_model *m, const herd_batch *bt) {
 }
 
 // Runs the trunk, the final norm, the LM head (when present) and the scalar head.
-static void forward_pass(herd_model *m, const herd_batch *bt) {
+static int forward_pass(herd_model *m, const herd_batch *bt) {
+  const herd_backend *be = m->be;
   const herd_model_config *c = &m->config;
   acts *a = &m->a;
   const herd_model_params *p = &m->p;
@@ -392,7 +401,7 @@ static void forward_pass(herd_model *m, const herd_batch *bt) {
     for (int i = 0; i < N; i++) a->pos[i] = i % T;
     pos = a->pos;
   }
-  herd_cpu_embedding_forward(a->resid, bt->tokens, p->embed, N, c->vocab_size, C);  // (N,C)
+  TRY(be->embedding_forward(a->resid, bt->tokens, p->embed, N, c->vocab_size, C));  // (N,C)
   for (int l = 0; l < L; l++) {
     const float *x = a->resid + l * NM * C;  // (N,C)
     float *ln1 = a->ln1 + l * NM * C, *rstd1 = a->rstd1 + l * NM;
@@ -401,28 +410,29 @@ static void forward_pass(herd_model *m, const herd_batch *bt) {
     float *mid = a->mid + l * NM * C, *ln2 = a->ln2 + l * NM * C, *rstd2 = a->rstd2 + l * NM;
     float *gate = a->gate + l * NM * F, *up = a->up + l * NM * F, *swi = a->swi + l * NM * F;
     float *next = a->resid + (l + 1) * NM * C;
-    herd_cpu_rmsnorm_forward(ln1, rstd1, x, p->attn_norm + (size_t)l * C, N, C, c->norm_eps);
-    herd_cpu_linear_forward(a->dq, ln1, p->wq + (size_t)l * C * C, NULL, N, C, C);
-    herd_cpu_linear_forward(a->dk, ln1, p->wk + (size_t)l * KVD * C, NULL, N, C, KVD);
-    herd_cpu_linear_forward(v, ln1, p->wv + (size_t)l * KVD * C, NULL, N, C, KVD);
-    herd_cpu_rope_forward(q, a->dq, pos, N, H, D, c->rope_theta);
-    herd_cpu_rope_forward(k, a->dk, pos, N, KVH, D, c->rope_theta);
-    herd_cpu_attention_forward(att, lse, q, k, v, bt->segments, B, T, H, KVH, D);
-    herd_cpu_linear_forward(a->dqpre, att, p->wo + (size_t)l * C * C, NULL, N, C, C);
-    herd_cpu_add(mid, x, a->dqpre, (int64_t)N * C);
-    herd_cpu_rmsnorm_forward(ln2, rstd2, mid, p->mlp_norm + (size_t)l * C, N, C, c->norm_eps);
-    herd_cpu_linear_forward(gate, ln2, p->w_gate + (size_t)l * F * C, NULL, N, C, F);
-    herd_cpu_linear_forward(up, ln2, p->w_up + (size_t)l * F * C, NULL, N, C, F);
-    herd_cpu_swiglu_forward(swi, gate, up, (int64_t)N * F);
-    herd_cpu_linear_forward(a->dqpre, swi, p->w_down + (size_t)l * C * F, NULL, N, F, C);
-    herd_cpu_add(next, mid, a->dqpre, (int64_t)N * C);
+    TRY(be->rmsnorm_forward(ln1, rstd1, x, p->attn_norm + (size_t)l * C, N, C, c->norm_eps));
+    TRY(be->linear_forward(a->dq, ln1, p->wq + (size_t)l * C * C, NULL, N, C, C));
+    TRY(be->linear_forward(a->dk, ln1, p->wk + (size_t)l * KVD * C, NULL, N, C, KVD));
+    TRY(be->linear_forward(v, ln1, p->wv + (size_t)l * KVD * C, NULL, N, C, KVD));
+    TRY(be->rope_forward(q, a->dq, pos, N, H, D, c->rope_theta));
+    TRY(be->rope_forward(k, a->dk, pos, N, KVH, D, c->rope_theta));
+    TRY(be->attention_forward(att, lse, q, k, v, bt->segments, B, T, H, KVH, D));
+    TRY(be->linear_forward(a->dqpre, att, p->wo + (size_t)l * C * C, NULL, N, C, C));
+    TRY(be->add(mid, x, a->dqpre, (int64_t)N * C));
+    TRY(be->rmsnorm_forward(ln2, rstd2, mid, p->mlp_norm + (size_t)l * C, N, C, c->norm_eps));
+    TRY(be->linear_forward(gate, ln2, p->w_gate + (size_t)l * F * C, NULL, N, C, F));
+    TRY(be->linear_forward(up, ln2, p->w_up + (size_t)l * F * C, NULL, N, C, F));
+    TRY(be->swiglu_forward(swi, gate, up, (int64_t)N * F));
+    TRY(be->linear_forward(a->dqpre, swi, p->w_down + (size_t)l * C * F, NULL, N, F, C));
+    TRY(be->add(next, mid, a->dqpre, (int64_t)N * C));
   }
-  herd_cpu_rmsnorm_forward(a->xf, a->rstdf, a->resid + L * NM * C, p->final_norm, N, C,
-                           c->norm_eps);
-  if (c->lm_head) herd_cpu_linear_forward(a->logits, a->xf, p->lm_head, NULL, N, C, c->vocab_size);
+  TRY(be->rmsnorm_forward(a->xf, a->rstdf, a->resid + L * NM * C, p->final_norm, N, C,
+                          c->norm_eps));
+  if (c->lm_head) TRY(be->linear_forward(a->logits, a->xf, p->lm_head, NULL, N, C, c->vocab_size));
   if (bt->n_scores)
-    herd_cpu_scalar_head_forward(a->scores, a->xf, p->score, 0.0f, bt->score_positions,
-                                 bt->n_scores, N, C);
+    TRY(be->scalar_head_forward(a->scores, a->xf, p->score, 0.0f, bt->score_positions, bt->n_scores,
+                                N, C));
+  return HERD_OK;
 }
 
 // The loss weights of a batch: its own, or 1 where target >= 0.
@@ -437,7 +447,8 @@ int herd_model_forward(herd_model *model, const herd_batch *batch, float *loss) 
   model->fwd_b = 0;
   int rc = check_batch(model, batch);
   if (rc) return rc;
-  forward_pass(model, batch);
+  const herd_backend *be = model->be;
+  TRY(forward_pass(model, batch));
   int n = batch->b * batch->t;
   float result = 0;
   if (batch->targets) {
@@ -447,10 +458,11 @@ int herd_model_forward(herd_model *model, const herd_batch *batch, float *loss) 
       for (int i = 0; i < n; i++) count += batch->targets[i] >= 0;
       scale = count ? 1.0f / (float)count : 0.0f;
     }
-    rc = herd_cpu_weighted_nll(model->a.losses, NULL, model->a.logits, batch->targets,
-                               loss_weights(model, batch), 1.0f, n, model->config.vocab_size);
-    if (rc) return rc;
-    result = (float)(scale * herd_cpu_sum(model->a.losses, n));
+    TRY(be->weighted_nll(model->a.losses, NULL, model->a.logits, batch->targets,
+                         loss_weights(model, batch), 1.0f, n, model->config.vocab_size));
+    double sum;
+    TRY(be->sum(&sum, model->a.losses, n));
+    result = (float)(scale * sum);
     model->fwd_scale = scale;
   }
   if (loss) *loss = result;
@@ -470,6 +482,7 @@ int herd_model_backward(herd_model *model, const herd_batch *batch) {
     return herd_seterr(HERD_ESTATE, "backward: no successful forward of this batch");
   if (batch->n_scores && !batch->dscores)
     return herd_seterr(HERD_EINVAL, "backward: n_scores = %d but no dscores", batch->n_scores);
+  const herd_backend *be = model->be;
   const herd_model_config *c = &model->config;
   acts *a = &model->a;
   const herd_model_params *p = &model->p;
@@ -486,24 +499,23 @@ int herd_model_backward(herd_model *model, const herd_batch *batch) {
   if (!lm && !sc) return HERD_OK;
 
   // Heads: dxf (N,C).
-  memset(a->dxf, 0, (size_t)N * C * sizeof(float));
+  TRY(be->zero(a->dxf, (size_t)N * C * sizeof(float)));
   if (lm) {
-    int rc = herd_cpu_weighted_nll(a->losses, a->dlogits, a->logits, batch->targets,
-                                   loss_weights(model, batch), model->fwd_scale, N, V);
-    if (rc) return rc;
-    herd_cpu_linear_backward(trunk ? a->dxf : NULL, dlm, NULL, a->dlogits, a->xf, p->lm_head, N, C,
-                             V);
+    TRY(be->weighted_nll(a->losses, a->dlogits, a->logits, batch->targets,
+                         loss_weights(model, batch), model->fwd_scale, N, V));
+    TRY(be->linear_backward(trunk ? a->dxf : NULL, dlm, NULL, a->dlogits, a->xf, p->lm_head, N, C,
+                            V));
   }
   if (sc)
-    herd_cpu_scalar_head_backward(trunk ? a->dxf : NULL, dscore, NULL, batch->dscores, a->xf,
-                                  p->score, batch->score_positions, batch->n_scores, C);
+    TRY(be->scalar_head_backward(trunk ? a->dxf : NULL, dscore, NULL, batch->dscores, a->xf,
+                                 p->score, batch->score_positions, batch->n_scores, C));
   if (!trunk) return HERD_OK;
 
   const int32_t *pos = batch->positions ? batch->positions : a->pos;
   float *dres = a->dresid;  // (N,C) gradient of the residual stream, walking down the layers
-  memset(dres, 0, (size_t)N * C * sizeof(float));
-  herd_cpu_rmsnorm_backward(dres, g->final_norm, a->dxf, a->resid + L * NM * C, p->final_norm,
-                            a->rstdf, N, C);
+  TRY(be->zero(dres, (size_t)N * C * sizeof(float)));
+  TRY(be->rmsnorm_backward(dres, g->final_norm, a->dxf, a->resid + L * NM * C, p->final_norm,
+                           a->rstdf, N, C));
   for (int l = L - 1; l >= 0; l--) {
     const float *x = a->resid + l * NM * C;
     const float *ln1 = a->ln1 + l * NM * C, *rstd1 = a->rstd1 + l * NM;
@@ -516,38 +528,38 @@ int herd_model_backward(herd_model *model, const herd_batch *batch) {
     size_t lc = (size_t)l * C, lcc = lc * C, lkc = (size_t)l * KVD * C, lfc = (size_t)l * F * C;
 
     // MLP: next = mid + (silu(ln2 Wg^T) * (ln2 Wu^T)) Wd^T; dres holds d(next).
-    memset(a->dswi, 0, (size_t)N * F * sizeof(float));
-    herd_cpu_linear_backward(a->dswi, g->w_down + lfc, NULL, dres, swi, p->w_down + lfc, N, F, C);
-    memset(a->dgate, 0, (size_t)N * F * sizeof(float));
-    memset(a->dup, 0, (size_t)N * F * sizeof(float));
-    herd_cpu_swiglu_backward(a->dgate, a->dup, a->dswi, gate, up, (int64_t)N * F);
-    memset(a->dln, 0, (size_t)N * C * sizeof(float));
-    herd_cpu_linear_backward(a->dln, g->w_gate + lfc, NULL, a->dgate, ln2, p->w_gate + lfc, N, C,
-                             F);
-    herd_cpu_linear_backward(a->dln, g->w_up + lfc, NULL, a->dup, ln2, p->w_up + lfc, N, C, F);
-    herd_cpu_rmsnorm_backward(dres, g->mlp_norm + lc, a->dln, mid, p->mlp_norm + lc, rstd2, N,
-                              C);  // dres now holds d(mid)
+    TRY(be->zero(a->dswi, (size_t)N * F * sizeof(float)));
+    TRY(be->linear_backward(a->dswi, g->w_down + lfc, NULL, dres, swi, p->w_down + lfc, N, F, C));
+    TRY(be->zero(a->dgate, (size_t)N * F * sizeof(float)));
+    TRY(be->zero(a->dup, (size_t)N * F * sizeof(float)));
+    TRY(be->swiglu_backward(a->dgate, a->dup, a->dswi, gate, up, (int64_t)N * F));
+    TRY(be->zero(a->dln, (size_t)N * C * sizeof(float)));
+    TRY(be->linear_backward(a->dln, g->w_gate + lfc, NULL, a->dgate, ln2, p->w_gate + lfc, N, C,
+                            F));
+    TRY(be->linear_backward(a->dln, g->w_up + lfc, NULL, a->dup, ln2, p->w_up + lfc, N, C, F));
+    TRY(be->rmsnorm_backward(dres, g->mlp_norm + lc, a->dln, mid, p->mlp_norm + lc, rstd2, N,
+                             C));  // dres now holds d(mid)
 
     // Attention: mid = x + attention(rope(ln1 Wq^T), rope(ln1 Wk^T), ln1 Wv^T) Wo^T.
-    memset(a->datt, 0, (size_t)N * C * sizeof(float));
-    herd_cpu_linear_backward(a->datt, g->wo + lcc, NULL, dres, att, p->wo + lcc, N, C, C);
-    memset(a->dq, 0, (size_t)N * C * sizeof(float));
-    memset(a->dk, 0, (size_t)N * KVD * sizeof(float));
-    memset(a->dv, 0, (size_t)N * KVD * sizeof(float));
-    herd_cpu_attention_backward(a->dq, a->dk, a->dv, a->datt, q, k, v, att, lse, batch->segments, B,
-                                T, H, KVH, D);
-    memset(a->dqpre, 0, (size_t)N * C * sizeof(float));
-    memset(a->dkpre, 0, (size_t)N * KVD * sizeof(float));
-    herd_cpu_rope_backward(a->dqpre, a->dq, pos, N, H, D, c->rope_theta);
-    herd_cpu_rope_backward(a->dkpre, a->dk, pos, N, KVH, D, c->rope_theta);
-    memset(a->dln, 0, (size_t)N * C * sizeof(float));
-    herd_cpu_linear_backward(a->dln, g->wq + lcc, NULL, a->dqpre, ln1, p->wq + lcc, N, C, C);
-    herd_cpu_linear_backward(a->dln, g->wk + lkc, NULL, a->dkpre, ln1, p->wk + lkc, N, C, KVD);
-    herd_cpu_linear_backward(a->dln, g->wv + lkc, NULL, a->dv, ln1, p->wv + lkc, N, C, KVD);
-    herd_cpu_rmsnorm_backward(dres, g->attn_norm + lc, a->dln, x, p->attn_norm + lc, rstd1, N,
-                              C);  // dres now holds d(x)
+    TRY(be->zero(a->datt, (size_t)N * C * sizeof(float)));
+    TRY(be->linear_backward(a->datt, g->wo + lcc, NULL, dres, att, p->wo + lcc, N, C, C));
+    TRY(be->zero(a->dq, (size_t)N * C * sizeof(float)));
+    TRY(be->zero(a->dk, (size_t)N * KVD * sizeof(float)));
+    TRY(be->zero(a->dv, (size_t)N * KVD * sizeof(float)));
+    TRY(be->attention_backward(a->dq, a->dk, a->dv, a->datt, q, k, v, att, lse, batch->segments, B,
+                               T, H, KVH, D));
+    TRY(be->zero(a->dqpre, (size_t)N * C * sizeof(float)));
+    TRY(be->zero(a->dkpre, (size_t)N * KVD * sizeof(float)));
+    TRY(be->rope_backward(a->dqpre, a->dq, pos, N, H, D, c->rope_theta));
+    TRY(be->rope_backward(a->dkpre, a->dk, pos, N, KVH, D, c->rope_theta));
+    TRY(be->zero(a->dln, (size_t)N * C * sizeof(float)));
+    TRY(be->linear_backward(a->dln, g->wq + lcc, NULL, a->dqpre, ln1, p->wq + lcc, N, C, C));
+    TRY(be->linear_backward(a->dln, g->wk + lkc, NULL, a->dkpre, ln1, p->wk + lkc, N, C, KVD));
+    TRY(be->linear_backward(a->dln, g->wv + lkc, NULL, a->dv, ln1, p->wv + lkc, N, C, KVD));
+    TRY(be->rmsnorm_backward(dres, g->attn_norm + lc, a->dln, x, p->attn_norm + lc, rstd1, N,
+                             C));  // dres now holds d(x)
   }
-  herd_cpu_embedding_backward(g->embed, dres, batch->tokens, N, C);
+  TRY(be->embedding_backward(g->embed, dres, batch->tokens, N, C));
   return HERD_OK;
 }
 
@@ -574,42 +586,25 @@ int herd_model_step(herd_model *model, const herd_adamw *opt, float *grad_norm) 
   // Global norm over the trainable tensors, before clipping.
   const float *arrays[N_TENSORS];
   int64_t lengths[N_TENSORS];
+  herd_param_range ranges[N_TENSORS];
   int count = 0;
   for (int i = 0; i < model->n_tensors; i++) {
     const tensor_info *t = &model->tensors[i];
     if (!model->train[t->group] || !t->size) continue;
     arrays[count] = model->grads + t->offset;
-    lengths[count++] = (int64_t)t->size;
+    lengths[count] = (int64_t)t->size;
+    ranges[count++] = (herd_param_range){(int64_t)t->offset, (int64_t)t->size, t->decay};
   }
-  double norm = herd_cpu_global_norm(arrays, lengths, count);
+  double norm;
+  TRY(model->be->global_norm(&norm, arrays, lengths, count));
   if (grad_norm) *grad_norm = (float)norm;
   if (!isfinite(norm))
     return herd_seterr(HERD_EINVAL, "step %lld: gradient norm is %s", step,
                        isnan(norm) ? "nan" : "inf");
   float clip = opt->grad_clip > 0 && norm > opt->grad_clip ? (float)(opt->grad_clip / norm) : 1;
-
+  TRY(model->be->adamw(model->params, model->grads, model->m, model->v, ranges, count, opt,
+                       model->steps + 1, clip));
   model->steps++;
-  float b1 = opt->beta1, b2 = opt->beta2, lr = opt->lr, eps = opt->eps;
-  float bc1 = (float)(1 - pow(b1, (double)model->steps));
-  float bc2 = (float)(1 - pow(b2, (double)model->steps));
-  int nt = herd_threads();
-  for (int i = 0; i < model->n_tensors; i++) {
-    const tensor_info *t = &model->tensors[i];
-    if (!model->train[t->group] || !t->size) continue;
-    float decay = t->decay ? lr * opt->weight_decay : 0.0f;
-    float *w = model->params + t->offset, *gr = model->grads + t->offset;
-    float *m1 = model->m + t->offset, *m2 = model->v + t->offset;
-    int64_t n = (int64_t)t->size;
-#pragma omp parallel for schedule(static) num_threads(nt) if (n >= 32768)
-    for (int64_t j = 0; j < n; j++) {
-      float gj = gr[j] * clip;
-      m1[j] = b1 * m1[j] + (1 - b1) * gj;
-      m2[j] = b2 * m2[j] + (1 - b2) * gj * gj;
-      float mhat = m1[j] / bc1, vhat = m2[j] / bc2;
-      w[j] -= decay * w[j];  // decoupled weight decay (PyTorch AdamW order)
-      w[j] -= lr * mhat / (sqrtf(vhat) + eps);
-    }
-  }
   return HERD_OK;
 }
 
@@ -631,10 +626,10 @@ int herd_model_logprobs(herd_model *model, const herd_batch *batch, float *out) 
   if (!batch->targets) return herd_seterr(HERD_EINVAL, "logprobs: batch has no targets");
   herd_batch lm = *batch;
   lm.n_scores = 0;  // the scalar head is not needed
-  forward_pass(model, &lm);
+  TRY(forward_pass(model, &lm));
   int n = batch->b * batch->t;
   // log p = -nll: the fused kernel's stable log-softmax with weight -1.
   for (int i = 0; i < n; i++) model->a.weights[i] = -1.0f;
-  return herd_cpu_weighted_nll(out, NULL, model->a.logits, batch->targets, model->a.weights, 1.0f,
-                               n, model->config.vocab_size);
+  return model->be->weighted_nll(out, NULL, model->a.logits, batch->targets, model->a.weights, 1.0f,
+                                 n, model->config.vocab_size);
 }

@@ -96,7 +96,8 @@ int main(int argc, char **argv) {
   if (herd_cuda_device_count() < 1) {
     const char *expect = getenv("HERD_EXPECT_GPU");
     int expected = expect && strcmp(expect, "1") == 0;  // the GPU check: no GPU is a failure
-    printf("cuda_matmul_bench: no GPU here; %s\n", expected ? "HERD_EXPECT_GPU=1: failing" : "skipped");
+    printf("cuda_matmul_bench: no GPU here; %s\n",
+           expected ? "HERD_EXPECT_GPU=1: failing" : "skipped");
     return expected ? 1 : 0;
   }
   double best = 0, best_f32 = 0;

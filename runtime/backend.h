@@ -1,0 +1,77 @@
+// defines: herd_backend, herd_param_range, herd_cpu_backend
+//
+// The kernels a model runs on, as a table: the model's forward, backward and optimizer step
+// (model.c) are written once against it, and each device provides one. Every entry has exactly
+// the semantics of the CPU kernel of the same name in ops.h and attention.h (shapes, X_forward
+// writes, X_backward ACCUMULATES, NULL gradients skipped), takes buffers in the backend's own
+// memory, and returns a herd status. The CPU table is herd_cpu_backend; kernels/cuda_ops.h has
+// the same signatures for the GPU.
+#ifndef HERD_BACKEND_H
+#define HERD_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+
+// A part of the flat parameter buffer for the AdamW sweep (offsets and sizes in floats).
+typedef struct herd_param_range {
+  int64_t offset, size;
+  int decay;  // 1: decoupled weight decay applies (not to RMSNorm weights)
+} herd_param_range;
+
+typedef struct herd_backend {
+  const char *name;  // "cpu", "cuda"
+
+  // Memory: zeroed on allocation; copies between host memory and the backend's.
+  int (*alloc)(void **ptr, size_t bytes);
+  void (*release)(void *ptr);
+  int (*zero)(void *ptr, size_t bytes);
+  int (*upload)(void *dst, const void *host_src, size_t bytes);
+  int (*download)(void *host_dst, const void *src, size_t bytes);
+
+  int (*embedding_forward)(float *out, const int32_t *tokens, const float *table, int n, int vocab,
+                           int c);
+  int (*embedding_backward)(float *dtable, const float *dout, const int32_t *tokens, int n, int c);
+  int (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *weight, int n,
+                         int c, float eps);
+  int (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout, const float *inp,
+                          const float *weight, const float *rstd, int n, int c);
+  int (*linear_forward)(float *out, const float *inp, const float *weight, const float *bias, int n,
+                        int c, int oc);
+  int (*linear_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
+                         const float *inp, const float *weight, int n, int c, int oc);
+  int (*rope_forward)(float *out, const float *inp, const int32_t *positions, int n, int heads,
+                      int head_dim, float theta);
+  int (*rope_backward)(float *dinp, const float *dout, const int32_t *positions, int n, int heads,
+                       int head_dim, float theta);
+  int (*attention_forward)(float *out, float *lse, const float *q, const float *k, const float *v,
+                           const int32_t *segments, int b, int t, int h, int kvh, int d);
+  int (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                            const float *k, const float *v, const float *out, const float *lse,
+                            const int32_t *segments, int b, int t, int h, int kvh, int d);
+  int (*add)(float *out, const float *a, const float *b, int64_t n);
+  int (*swiglu_forward)(float *out, const float *gate, const float *up, int64_t n);
+  int (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate,
+                         const float *up, int64_t n);
+  int (*weighted_nll)(float *losses, float *dlogits, const float *logits, const int32_t *targets,
+                      const float *weights, float dloss, int n, int v);
+  int (*scalar_head_forward)(float *out, const float *hidden, const float *weight, float bias,
+                             const int32_t *positions, int p, int n, int c);
+  int (*scalar_head_backward)(float *dhidden, float *dweight, float *dbias, const float *dout,
+                              const float *hidden, const float *weight, const int32_t *positions,
+                              int p, int c);
+  // *out = the sum of a(n), in double (the loss).
+  int (*sum)(double *out, const float *a, int64_t n);
+  // *norm = sqrt(sum of squares) over `count` arrays (global-norm clipping).
+  int (*global_norm)(double *norm, const float *const *arrays, const int64_t *lengths, int count);
+  // One AdamW update of the ranges of the flat buffers, gradients scaled by clip; step counts
+  // from 1 (the step being taken). herd_model_step checks the settings and computes clip.
+  int (*adamw)(float *params, const float *grads, float *m, float *v,
+               const herd_param_range *ranges, int n_ranges, const herd_adamw *opt, int64_t step,
+               float clip);
+} herd_backend;
+
+extern const herd_backend herd_cpu_backend;
+
+#endif

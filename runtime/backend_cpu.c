@@ -1,0 +1,175 @@
+// The CPU backend: host memory and the kernels of ops.h and attention.h, adapted to the
+// table's status-returning signatures. The AdamW sweep lives here (the GPU's is a kernel).
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.h"
+#include "backend.h"
+#include "error.h"
+#include "ops.h"
+#include "threads.h"
+
+static int cpu_alloc(void **ptr, size_t bytes) {
+  *ptr = bytes ? calloc(1, bytes) : NULL;
+  if (bytes && !*ptr) return herd_seterr(HERD_ENOMEM, "out of memory (%zu bytes)", bytes);
+  return HERD_OK;
+}
+
+static void cpu_release(void *ptr) {
+  free(ptr);
+}
+
+static int cpu_zero(void *ptr, size_t bytes) {
+  if (bytes) memset(ptr, 0, bytes);
+  return HERD_OK;
+}
+
+static int cpu_copy(void *dst, const void *src, size_t bytes) {
+  if (bytes && dst != src) memmove(dst, src, bytes);
+  return HERD_OK;
+}
+
+static int cpu_embedding_backward(float *dtable, const float *dout, const int32_t *tokens, int n,
+                                  int c) {
+  herd_cpu_embedding_backward(dtable, dout, tokens, n, c);
+  return HERD_OK;
+}
+
+static int cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,
+                               int n, int c, float eps) {
+  herd_cpu_rmsnorm_forward(out, rstd, inp, weight, n, c, eps);
+  return HERD_OK;
+}
+
+static int cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                                const float *weight, const float *rstd, int n, int c) {
+  herd_cpu_rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, n, c);
+  return HERD_OK;
+}
+
+static int cpu_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                              int n, int c, int oc) {
+  herd_cpu_linear_forward(out, inp, weight, bias, n, c, oc);
+  return HERD_OK;
+}
+
+static int cpu_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                               const float *inp, const float *weight, int n, int c, int oc) {
+  herd_cpu_linear_backward(dinp, dweight, dbias, dout, inp, weight, n, c, oc);
+  return HERD_OK;
+}
+
+static int cpu_rope_forward(float *out, const float *inp, const int32_t *positions, int n,
+                            int heads, int head_dim, float theta) {
+  herd_cpu_rope_forward(out, inp, positions, n, heads, head_dim, theta);
+  return HERD_OK;
+}
+
+static int cpu_rope_backward(float *dinp, const float *dout, const int32_t *positions, int n,
+                             int heads, int head_dim, float theta) {
+  herd_cpu_rope_backward(dinp, dout, positions, n, heads, head_dim, theta);
+  return HERD_OK;
+}
+
+static int cpu_attention_forward(float *out, float *lse, const float *q, const float *k,
+                                 const float *v, const int32_t *segments, int b, int t, int h,
+                                 int kvh, int d) {
+  herd_cpu_attention_forward(out, lse, q, k, v, segments, b, t, h, kvh, d);
+  return HERD_OK;
+}
+
+static int cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                                  const float *q, const float *k, const float *v, const float *out,
+                                  const float *lse, const int32_t *segments, int b, int t, int h,
+                                  int kvh, int d) {
+  herd_cpu_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, segments, b, t, h, kvh, d);
+  return HERD_OK;
+}
+
+static int cpu_add(float *out, const float *a, const float *b, int64_t n) {
+  herd_cpu_add(out, a, b, n);
+  return HERD_OK;
+}
+
+static int cpu_swiglu_forward(float *out, const float *gate, const float *up, int64_t n) {
+  herd_cpu_swiglu_forward(out, gate, up, n);
+  return HERD_OK;
+}
+
+static int cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                               const float *up, int64_t n) {
+  herd_cpu_swiglu_backward(dgate, dup, dout, gate, up, n);
+  return HERD_OK;
+}
+
+static int cpu_scalar_head_backward(float *dhidden, float *dweight, float *dbias, const float *dout,
+                                    const float *hidden, const float *weight,
+                                    const int32_t *positions, int p, int c) {
+  herd_cpu_scalar_head_backward(dhidden, dweight, dbias, dout, hidden, weight, positions, p, c);
+  return HERD_OK;
+}
+
+static int cpu_sum(double *out, const float *a, int64_t n) {
+  *out = herd_cpu_sum(a, n);
+  return HERD_OK;
+}
+
+static int cpu_global_norm(double *norm, const float *const *arrays, const int64_t *lengths,
+                           int count) {
+  *norm = herd_cpu_global_norm(arrays, lengths, count);
+  return HERD_OK;
+}
+
+static int cpu_adamw(float *params, const float *grads, float *m, float *v,
+                     const herd_param_range *ranges, int n_ranges, const herd_adamw *opt,
+                     int64_t step, float clip) {
+  float b1 = opt->beta1, b2 = opt->beta2, lr = opt->lr, eps = opt->eps;
+  float bc1 = (float)(1 - pow(b1, (double)step));
+  float bc2 = (float)(1 - pow(b2, (double)step));
+  int nt = herd_threads();
+  for (int i = 0; i < n_ranges; i++) {
+    float decay = ranges[i].decay ? lr * opt->weight_decay : 0.0f;
+    float *w = params + ranges[i].offset, *m1 = m + ranges[i].offset, *m2 = v + ranges[i].offset;
+    const float *gr = grads + ranges[i].offset;
+    int64_t n = ranges[i].size;
+#pragma omp parallel for schedule(static) num_threads(nt) if (n >= 32768)
+    for (int64_t j = 0; j < n; j++) {
+      float gj = gr[j] * clip;
+      m1[j] = b1 * m1[j] + (1 - b1) * gj;
+      m2[j] = b2 * m2[j] + (1 - b2) * gj * gj;
+      float mhat = m1[j] / bc1, vhat = m2[j] / bc2;
+      w[j] -= decay * w[j];  // decoupled weight decay (PyTorch AdamW order)
+      w[j] -= lr * mhat / (sqrtf(vhat) + eps);
+    }
+  }
+  return HERD_OK;
+}
+
+const herd_backend herd_cpu_backend = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .zero = cpu_zero,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .embedding_forward = herd_cpu_embedding_forward,
+    .embedding_backward = cpu_embedding_backward,
+    .rmsnorm_forward = cpu_rmsnorm_forward,
+    .rmsnorm_backward = cpu_rmsnorm_backward,
+    .linear_forward = cpu_linear_forward,
+    .linear_backward = cpu_linear_backward,
+    .rope_forward = cpu_rope_forward,
+    .rope_backward = cpu_rope_backward,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .add = cpu_add,
+    .swiglu_forward = cpu_swiglu_forward,
+    .swiglu_backward = cpu_swiglu_backward,
+    .weighted_nll = herd_cpu_weighted_nll,
+    .scalar_head_forward = herd_cpu_scalar_head_forward,
+    .scalar_head_backward = cpu_scalar_head_backward,
+    .sum = cpu_sum,
+    .global_norm = cpu_global_norm,
+    .adamw = cpu_adamw,
+};
