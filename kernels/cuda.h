@@ -1,6 +1,6 @@
 // defines: herd_cuda_memory_stats, herd_cuda_malloc, herd_cuda_free, herd_cuda_empty_cache,
 //          herd_cuda_get_memory_stats, herd_cuda_copy_to_device, herd_cuda_copy_to_host,
-//          herd_cuda_copy_on_device, herd_cuda_synchronize
+//          herd_cuda_zero, herd_cuda_copy_on_device, herd_cuda_synchronize
 //          (and, from device.h: herd_cuda_device_count, herd_cuda_runtime_version)
 //
 // The CUDA runtime of herd, usable from C: device memory through a caching allocator, copies,
@@ -49,6 +49,8 @@ void herd_cuda_get_memory_stats(herd_cuda_memory_stats *stats);
 // reused; the copy to the host once `dst` holds the data (both wait for queued work first).
 int herd_cuda_copy_to_device(void *dst, const void *src, size_t bytes);
 int herd_cuda_copy_to_host(void *dst, const void *src, size_t bytes);
+// Sets `bytes` of device memory to zero, queued on the stream (asynchronous).
+int herd_cuda_zero(void *ptr, size_t bytes);
 // Device to device, queued on the stream (asynchronous).
 int herd_cuda_copy_on_device(void *dst, const void *src, size_t bytes);
 

@@ -5,7 +5,7 @@
 //          herd_cuda_softmax_forward, herd_cuda_softmax_backward, herd_cuda_weighted_nll,
 //          herd_cuda_scalar_head_forward, herd_cuda_scalar_head_backward,
 //          herd_cuda_add, herd_cuda_add_backward, herd_cuda_mul, herd_cuda_mul_backward,
-//          herd_cuda_scale, herd_cuda_scale_backward, herd_cuda_global_norm,
+//          herd_cuda_scale, herd_cuda_scale_backward, herd_cuda_global_norm, herd_cuda_sum,
 //          herd_cuda_rope_forward, herd_cuda_rope_backward, HERD_CUDA_ROPE_MAX_HEAD_DIM,
 //          herd_cuda_param_range, HERD_CUDA_ADAMW_MAX_RANGES, herd_cuda_adamw,
 //          herd_cuda_f32_to_bf16, herd_cuda_bf16_to_f32, herd_cuda_matmul_bf16
@@ -101,6 +101,9 @@ int herd_cuda_scale_backward(float *da, const float *dout, float s, int64_t n);
 // added in order: the same bits on every run. Waits for the result.
 int herd_cuda_global_norm(double *norm, const float *const *arrays, const int64_t *lengths,
                           int count);
+// *out = the sum of a(n) in double, as herd_cpu_sum takes it (but over other blocks: the last
+// bits may differ from the CPU), the same on every run. Waits for the result.
+int herd_cuda_sum(double *out, const float *a, int64_t n);
 
 // Rotary embedding (attention.h): x(N,H,D), positions(N) on the device; out may equal inp.
 // HERD_EINVAL for head_dim above HERD_CUDA_ROPE_MAX_HEAD_DIM.

@@ -278,6 +278,14 @@ extern "C" int herd_cuda_copy_to_host(void *dst, const void *src, size_t bytes) 
   return HERD_OK;
 }
 
+extern "C" int herd_cuda_zero(void *ptr, size_t bytes) {
+  if (bytes == 0) return HERD_OK;
+  cudaStream_t stream;
+  HERD_TRY(herd_cuda_stream(&stream));
+  HERD_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream), "cudaMemsetAsync(%zu bytes)", bytes);
+  return HERD_OK;
+}
+
 extern "C" int herd_cuda_copy_on_device(void *dst, const void *src, size_t bytes) {
   if (bytes == 0) return HERD_OK;
   cudaStream_t stream;

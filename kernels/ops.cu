@@ -688,9 +688,10 @@ int norm_blocks(int64_t n) {
   return (int)(blocks < NORM_MAX_BLOCKS ? blocks : NORM_MAX_BLOCKS);
 }
 
-__global__ void sum_squares_kernel(const float *a, int64_t n, double *partials) {
+template <bool kSquare>
+__global__ void sum_blocks_kernel(const float *a, int64_t n, double *partials) {
   double acc = 0;
-  GRID_STRIDE(i, n) acc += (double)a[i] * a[i];
+  GRID_STRIDE(i, n) acc += kSquare ? (double)a[i] * a[i] : (double)a[i];
   acc = block_reduce(acc, Sum<double>());
   if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }
@@ -888,7 +889,7 @@ extern "C" int herd_cuda_global_norm(double *norm, const float *const *arrays,
     if (lengths[i] <= 0) continue;
     int blocks = norm_blocks(lengths[i]);
     // partials is reused: the previous array's add_partials ran before, in stream order
-    sum_squares_kernel<<<blocks, THREADS, 0, stream>>>(arrays[i], lengths[i], partials.ptr);
+    sum_blocks_kernel<true><<<blocks, THREADS, 0, stream>>>(arrays[i], lengths[i], partials.ptr);
     HERD_TRY(herd_cuda_launched("global_norm_sum_squares"));
     add_partials_kernel<<<1, THREADS, 0, stream>>>(partials.ptr, blocks, total.ptr);
     HERD_TRY(herd_cuda_launched("global_norm_add_partials"));
@@ -899,6 +900,27 @@ extern "C" int herd_cuda_global_norm(double *norm, const float *const *arrays,
       "cudaMemcpyAsync(device to host, %zu bytes)", sizeof squares);
   HERD_CUDA_CHECK(cudaStreamSynchronize(stream), "cudaStreamSynchronize (global norm)");
   *norm = sqrt(squares);
+  return HERD_OK;
+}
+
+extern "C" int herd_cuda_sum(double *out, const float *a, int64_t n) {
+  *out = 0;
+  if (n <= 0) return HERD_OK;
+  cudaStream_t stream;
+  HERD_TRY(herd_cuda_stream(&stream));
+  DeviceBuffer<double> total, partials;
+  HERD_TRY(total.allocate(1));
+  HERD_TRY(partials.allocate(NORM_MAX_BLOCKS));
+  HERD_CUDA_CHECK(cudaMemsetAsync(total.ptr, 0, sizeof(double), stream),
+                  "cudaMemsetAsync(%zu bytes)", sizeof(double));
+  int blocks = norm_blocks(n);
+  sum_blocks_kernel<false><<<blocks, THREADS, 0, stream>>>(a, n, partials.ptr);
+  HERD_TRY(herd_cuda_launched("sum_blocks"));
+  add_partials_kernel<<<1, THREADS, 0, stream>>>(partials.ptr, blocks, total.ptr);
+  HERD_TRY(herd_cuda_launched("sum_add_partials"));
+  HERD_CUDA_CHECK(cudaMemcpyAsync(out, total.ptr, sizeof *out, cudaMemcpyDeviceToHost, stream),
+                  "cudaMemcpyAsync(device to host, %zu bytes)", sizeof *out);
+  HERD_CUDA_CHECK(cudaStreamSynchronize(stream), "cudaStreamSynchronize (sum)");
   return HERD_OK;
 }
 

@@ -962,6 +962,8 @@ static int remove_old_shards(const char *dir) {
 
 int herd_checkpoint_save(const char *dir, herd_model *model, const herd_train_state *state) {
   if (!dir || !dir[0] || !model) return herd_seterr(HERD_EINVAL, "checkpoint_save: NULL argument");
+  int host = herd_model_require_host(model, "checkpoint_save");
+  if (host) return host;
   if (state && (state->step < 0 || state->data_position < 0))
     return herd_seterr(HERD_EINVAL, "%s: negative step or data position in the training state",
                        dir);

@@ -329,7 +329,7 @@ static int check_model(herd_model *model) {
   const herd_model_config *c = herd_model_get_config(model);
   if (!c->lm_head)
     return herd_seterr(HERD_EINVAL, "generate: the model has no language-model head");
-  return HERD_OK;
+  return herd_model_require_host(model, "generate");  // the KV-cache decoder is CPU code
 }
 
 // Prefills prompts[i] (lengths[i] tokens, i < n) into sequences seqs[i], in chunks of at most

@@ -85,9 +85,16 @@ struct herd_model {
   float *act_memory;
   size_t act_bytes;
   acts a;
-  int fwd_b, fwd_t;  // shape of the last forward usable by backward (0: none)
-  int fwd_targets;   // the last forward had targets
-  float fwd_scale;   // its effective loss scale
+  // Off the host: the batch's arrays are copied into `inputs` (device memory) before each pass;
+  // `host_inputs` holds the defaults computed on the host (positions, loss weights) meanwhile.
+  int32_t *inputs;      // (5 N) tokens, segments, targets, score positions, spare
+  float *input_floats;  // (N) dscores
+  void *host_inputs;    // (N) int32 or float scratch
+  int host;             // the backend works on host memory (the CPU)
+  int fwd_b, fwd_t;     // shape of the last forward usable by backward (0: none)
+  int fwd_targets;      // the last forward had targets
+  int fwd_scores;       // and this many scores
+  float fwd_scale;      // its effective loss scale
 };
 
 // ---------------------------------------------------------------- config
@@ -188,7 +195,13 @@ static void slice(herd_model_params *s, float *base, const herd_model *m) {
 // ---------------------------------------------------------------- lifetime
 
 int herd_model_new(herd_model **out, const herd_model_config *config, int max_batch, int max_seq) {
+  return herd_model_new_on(out, config, max_batch, max_seq, &herd_cpu_backend);
+}
+
+int herd_model_new_on(herd_model **out, const herd_model_config *config, int max_batch, int max_seq,
+                      const herd_backend *backend) {
   *out = NULL;
+  if (!backend) return herd_seterr(HERD_EINVAL, "model_new: no backend");
   int rc = herd_model_config_check(config);
   if (rc) return rc;
   if (max_batch < 1 || max_seq < 1 || (int64_t)max_batch * max_seq > INT_MAX / 4)
@@ -196,16 +209,17 @@ int herd_model_new(herd_model **out, const herd_model_config *config, int max_ba
                        max_batch, max_seq);
   herd_model *m = calloc(1, sizeof *m);
   if (!m) return herd_seterr(HERD_ENOMEM, "model_new: out of memory");
-  m->be = &herd_cpu_backend;
+  m->be = backend;
+  m->host = backend == &herd_cpu_backend;
   m->config = *config;
   m->max_batch = max_batch, m->max_seq = max_seq;
   m->n_params = layout(config, m->tensors, &m->n_tensors);
   m->train[TRUNK] = m->train[LM_HEAD] = m->train[SCORE] = 1;
   size_t np = m->n_params;
-  m->params = calloc(np, sizeof(float));
-  m->grads = calloc(np, sizeof(float));
-  m->m = calloc(np, sizeof(float));
-  m->v = calloc(np, sizeof(float));
+  int rc_alloc = HERD_OK;
+  void **buffers[] = {(void **)&m->params, (void **)&m->grads, (void **)&m->m, (void **)&m->v};
+  for (size_t i = 0; i < sizeof buffers / sizeof *buffers && !rc_alloc; i++)
+    rc_alloc = backend->alloc(buffers[i], np * sizeof(float));
 
   size_t C = (size_t)config->dim, L = (size_t)config->n_layers, H = (size_t)config->n_heads;
   size_t KVD = (size_t)config->n_kv_heads * (size_t)head_dim(config);
@@ -230,9 +244,15 @@ int herd_model_new(herd_model **out, const herd_model_config *config, int max_ba
   if (!config->lm_head) sizes[16] = sizes[N_ACTS - 1] = 0;  // no logits
   size_t total = 0;
   for (int i = 0; i < N_ACTS; i++) total += sizes[i];
-  m->act_memory = calloc(total, sizeof(float));
+  if (!rc_alloc) rc_alloc = backend->alloc((void **)&m->act_memory, total * sizeof(float));
   m->act_bytes = total * sizeof(float);
-  if (!m->params || !m->grads || !m->m || !m->v || !m->act_memory) {
+  if (!rc_alloc && !m->host) {
+    rc_alloc = backend->alloc((void **)&m->inputs, 5 * N * sizeof(int32_t));
+    if (!rc_alloc) rc_alloc = backend->alloc((void **)&m->input_floats, N * sizeof(float));
+    m->host_inputs = malloc(N * sizeof(int32_t));
+    if (!rc_alloc && !m->host_inputs) rc_alloc = HERD_ENOMEM;
+  }
+  if (rc_alloc) {
     herd_model_free(m);
     return herd_seterr(HERD_ENOMEM,
                        "model_new: out of memory (%zu parameters, %zu activation "
@@ -255,18 +275,19 @@ int herd_model_new(herd_model **out, const herd_model_config *config, int max_ba
 
 void herd_model_free(herd_model *model) {
   if (!model) return;
-  free(model->params);
-  free(model->grads);
-  free(model->m);
-  free(model->v);
-  free(model->act_memory);
+  void *buffers[] = {model->params,     model->grads,  model->m,           model->v,
+                     model->act_memory, model->inputs, model->input_floats};
+  for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++)
+    if (buffers[i]) model->be->release(buffers[i]);
+  free(model->host_inputs);
   free(model);
 }
 
-void herd_model_init(herd_model *model, uint64_t seed) {
+// The initial values of the parameter buffer, written to host memory `w`.
+static void initial_values(const herd_model *model, float *params, uint64_t seed) {
   for (int i = 0; i < model->n_tensors; i++) {
     const tensor_info *t = &model->tensors[i];
-    float *w = model->params + t->offset;
+    float *w = params + t->offset;
     if (!t->decay) {  // RMSNorm weights
       for (size_t j = 0; j < t->size; j++) w[j] = 1.0f;
       continue;
@@ -275,11 +296,27 @@ void herd_model_init(herd_model *model, uint64_t seed) {
     herd_rng_normal(w, (int64_t)t->size, seed, t->offset);
     for (size_t j = 0; j < t->size; j++) w[j] *= 0.02f;
   }
-  memset(model->grads, 0, model->n_params * sizeof(float));
-  memset(model->m, 0, model->n_params * sizeof(float));
-  memset(model->v, 0, model->n_params * sizeof(float));
+}
+
+int herd_model_init(herd_model *model, uint64_t seed) {
+  const herd_backend *be = model->be;
+  size_t bytes = model->n_params * sizeof(float);
   model->steps = 0;
   model->fwd_b = 0;
+  if (model->host) {
+    initial_values(model, model->params, seed);
+  } else {  // drawn on the host (the same Philox streams), then copied
+    float *values = malloc(bytes);
+    if (!values) return herd_seterr(HERD_ENOMEM, "model_init: out of memory (%zu bytes)", bytes);
+    initial_values(model, values, seed);
+    int rc = be->upload(model->params, values, bytes);
+    free(values);
+    if (rc) return rc;
+  }
+  TRY(be->zero(model->grads, bytes));
+  TRY(be->zero(model->m, bytes));
+  TRY(be->zero(model->v, bytes));
+  return HERD_OK;
 }
 
 // ---------------------------------------------------------------- accessors
@@ -304,6 +341,61 @@ void herd_model_param_slices(herd_model *model, herd_model_params *params,
   if (grads) *grads = model->g;
 }
 
+const char *herd_model_device(const herd_model *model) {
+  return model->be->name;
+}
+
+int herd_model_require_host(const herd_model *model, const char *what) {
+  if (model->host) return HERD_OK;
+  return herd_seterr(HERD_EINVAL, "%s: runs on CPU models; this model is on %s", what,
+                     model->be->name);
+}
+
+// Where `which` lives and how many floats it holds now.
+static float *buffer_of(const herd_model *m, herd_model_buffer which, size_t *count) {
+  switch (which) {
+    case HERD_MODEL_PARAMS:
+      *count = m->n_params;
+      return m->params;
+    case HERD_MODEL_GRADS:
+      *count = m->n_params;
+      return m->grads;
+    case HERD_MODEL_LOGITS:
+      *count =
+          m->fwd_b && m->config.lm_head ? (size_t)m->fwd_b * m->fwd_t * m->config.vocab_size : 0;
+      return m->a.logits;
+    case HERD_MODEL_SCORES:
+      *count = m->fwd_b ? (size_t)m->fwd_scores : 0;
+      return m->a.scores;
+  }
+  *count = 0;
+  return NULL;
+}
+
+static const char *const BUFFER_NAMES[] = {"parameters", "gradients", "logits", "scores"};
+
+int herd_model_read(const herd_model *model, herd_model_buffer which, float *host, size_t count) {
+  if ((unsigned)which > HERD_MODEL_SCORES)
+    return herd_seterr(HERD_EINVAL, "model_read: unknown buffer %d", (int)which);
+  size_t have;
+  float *src = buffer_of(model, which, &have);
+  if (count > have)
+    return herd_seterr(HERD_EINVAL, "model_read: %zu %s asked for, the model holds %zu", count,
+                       BUFFER_NAMES[which], have);
+  return model->be->download(host, src, count * sizeof(float));
+}
+
+int herd_model_write(herd_model *model, herd_model_buffer which, const float *host, size_t count) {
+  if (which != HERD_MODEL_PARAMS && which != HERD_MODEL_GRADS)
+    return herd_seterr(HERD_EINVAL, "model_write: only parameters and gradients can be written");
+  size_t have;
+  float *dst = buffer_of(model, which, &have);
+  if (count != have)
+    return herd_seterr(HERD_EINVAL, "model_write: %zu %s given, the model holds %zu", count,
+                       BUFFER_NAMES[which], have);
+  return model->be->upload(dst, host, count * sizeof(float));
+}
+
 size_t herd_model_activation_bytes(const herd_model *model) {
   return model->act_bytes;
 }
@@ -312,7 +404,7 @@ void herd_model_set_trainable(herd_model *model, int trunk, int lm_head, int sca
   int want[3] = {trunk != 0, lm_head != 0, scalar_head != 0};
   for (int i = 0; i < model->n_tensors; i++) {
     const tensor_info *t = &model->tensors[i];
-    if (!want[t->group]) memset(model->grads + t->offset, 0, t->size * sizeof(float));
+    if (!want[t->group]) model->be->zero(model->grads + t->offset, t->size * sizeof(float));
   }
   memcpy(model->train, want, sizeof want);
 }
@@ -387,6 +479,59 @@ static int check_batch(const herd_model *m, const herd_batch *bt) {
   return HERD_OK;
 }
 
+// The batch as the backend reads it. On the host: the caller's arrays, with the default
+// positions (0..T-1 in each row) and loss weights (1 where target >= 0) written into the
+// activation arena. Elsewhere: every array copied into the backend's memory, the defaults
+// computed on the host first. logprob_weights: every weight is -1 (log p = -nll).
+static int stage_batch(herd_model *m, const herd_batch *bt, int logprob_weights, herd_batch *out) {
+  const herd_backend *be = m->be;
+  acts *a = &m->a;
+  int n = bt->b * bt->t;
+  size_t NM = (size_t)m->max_batch * m->max_seq, ints = (size_t)n * sizeof(int32_t);
+  int32_t *pos = m->host ? a->pos : m->host_inputs;
+  float *weights = m->host ? a->weights : m->host_inputs;
+  *out = *bt;
+  if (!m->host) {
+    TRY(be->upload(m->inputs, bt->tokens, ints));
+    out->tokens = m->inputs;
+  }
+  if (!bt->positions || !m->host) {
+    if (!bt->positions)
+      for (int i = 0; i < n; i++) pos[i] = i % bt->t;
+    if (!m->host) TRY(be->upload(a->pos, bt->positions ? bt->positions : pos, ints));
+    out->positions = a->pos;
+  }
+  if (bt->segments && !m->host) {
+    TRY(be->upload(m->inputs + NM, bt->segments, ints));
+    out->segments = m->inputs + NM;
+  }
+  if (bt->targets) {
+    if (!m->host) {
+      TRY(be->upload(m->inputs + 2 * NM, bt->targets, ints));
+      out->targets = m->inputs + 2 * NM;
+    }
+    if (logprob_weights || !bt->weights || !m->host) {
+      if (logprob_weights || !bt->weights)
+        for (int i = 0; i < n; i++)
+          weights[i] = logprob_weights ? -1.0f : bt->targets[i] >= 0 ? 1.0f : 0.0f;
+      if (!m->host)
+        TRY(be->upload(a->weights, logprob_weights || !bt->weights ? weights : bt->weights,
+                       (size_t)n * sizeof(float)));
+      out->weights = a->weights;
+    }
+  }
+  if (bt->n_scores && !m->host) {
+    TRY(be->upload(m->inputs + 3 * NM, bt->score_positions,
+                   (size_t)bt->n_scores * sizeof(int32_t)));
+    out->score_positions = m->inputs + 3 * NM;
+    if (bt->dscores) {
+      TRY(be->upload(m->input_floats, bt->dscores, (size_t)bt->n_scores * sizeof(float)));
+      out->dscores = m->input_floats;
+    }
+  }
+  return HERD_OK;
+}
+
 // Runs the trunk, the final norm, the LM head (when present) and the scalar head.
 static int forward_pass(herd_model *m, const herd_batch *bt) {
   const herd_backend *be = m->be;
@@ -396,11 +541,7 @@ static int forward_pass(herd_model *m, const herd_batch *bt) {
   int B = bt->b, T = bt->t, N = B * T, C = c->dim, L = c->n_layers, H = c->n_heads;
   int KVH = c->n_kv_heads, D = head_dim(c), KVD = KVH * D, F = c->hidden_dim;
   size_t NM = (size_t)m->max_batch * m->max_seq;  // per-layer stride in rows
-  const int32_t *pos = bt->positions;
-  if (!pos) {
-    for (int i = 0; i < N; i++) a->pos[i] = i % T;
-    pos = a->pos;
-  }
+  const int32_t *pos = bt->positions;             // staged: never NULL
   TRY(be->embedding_forward(a->resid, bt->tokens, p->embed, N, c->vocab_size, C));  // (N,C)
   for (int l = 0; l < L; l++) {
     const float *x = a->resid + l * NM * C;  // (N,C)
@@ -435,20 +576,14 @@ static int forward_pass(herd_model *m, const herd_batch *bt) {
   return HERD_OK;
 }
 
-// The loss weights of a batch: its own, or 1 where target >= 0.
-static const float *loss_weights(herd_model *m, const herd_batch *bt) {
-  if (bt->weights) return bt->weights;
-  int n = bt->b * bt->t;
-  for (int i = 0; i < n; i++) m->a.weights[i] = bt->targets[i] >= 0 ? 1.0f : 0.0f;
-  return m->a.weights;
-}
-
 int herd_model_forward(herd_model *model, const herd_batch *batch, float *loss) {
   model->fwd_b = 0;
   int rc = check_batch(model, batch);
   if (rc) return rc;
   const herd_backend *be = model->be;
-  TRY(forward_pass(model, batch));
+  herd_batch staged;
+  TRY(stage_batch(model, batch, 0, &staged));
+  TRY(forward_pass(model, &staged));
   int n = batch->b * batch->t;
   float result = 0;
   if (batch->targets) {
@@ -458,8 +593,8 @@ int herd_model_forward(herd_model *model, const herd_batch *batch, float *loss) 
       for (int i = 0; i < n; i++) count += batch->targets[i] >= 0;
       scale = count ? 1.0f / (float)count : 0.0f;
     }
-    TRY(be->weighted_nll(model->a.losses, NULL, model->a.logits, batch->targets,
-                         loss_weights(model, batch), 1.0f, n, model->config.vocab_size));
+    TRY(be->weighted_nll(model->a.losses, NULL, model->a.logits, staged.targets, staged.weights,
+                         1.0f, n, model->config.vocab_size));
     double sum;
     TRY(be->sum(&sum, model->a.losses, n));
     result = (float)(scale * sum);
@@ -471,6 +606,7 @@ int herd_model_forward(herd_model *model, const herd_batch *batch, float *loss) 
                        isnan(result) ? "nan" : "inf");
   model->fwd_b = batch->b, model->fwd_t = batch->t;
   model->fwd_targets = batch->targets != NULL;
+  model->fwd_scores = batch->n_scores;
   return HERD_OK;
 }
 
@@ -497,12 +633,15 @@ int herd_model_backward(herd_model *model, const herd_batch *batch) {
   float *dscore = model->train[SCORE] ? g->score : NULL;
   int lm = batch->targets != NULL, sc = batch->n_scores > 0;
   if (!lm && !sc) return HERD_OK;
+  herd_batch staged;
+  TRY(stage_batch(model, batch, 0, &staged));
+  batch = &staged;  // from here on, arrays in the backend's memory
 
   // Heads: dxf (N,C).
   TRY(be->zero(a->dxf, (size_t)N * C * sizeof(float)));
   if (lm) {
-    TRY(be->weighted_nll(a->losses, a->dlogits, a->logits, batch->targets,
-                         loss_weights(model, batch), model->fwd_scale, N, V));
+    TRY(be->weighted_nll(a->losses, a->dlogits, a->logits, batch->targets, batch->weights,
+                         model->fwd_scale, N, V));
     TRY(be->linear_backward(trunk ? a->dxf : NULL, dlm, NULL, a->dlogits, a->xf, p->lm_head, N, C,
                             V));
   }
@@ -511,7 +650,7 @@ int herd_model_backward(herd_model *model, const herd_batch *batch) {
                                  p->score, batch->score_positions, batch->n_scores, C));
   if (!trunk) return HERD_OK;
 
-  const int32_t *pos = batch->positions ? batch->positions : a->pos;
+  const int32_t *pos = batch->positions;
   float *dres = a->dresid;  // (N,C) gradient of the residual stream, walking down the layers
   TRY(be->zero(dres, (size_t)N * C * sizeof(float)));
   TRY(be->rmsnorm_backward(dres, g->final_norm, a->dxf, a->resid + L * NM * C, p->final_norm,
@@ -626,10 +765,16 @@ int herd_model_logprobs(herd_model *model, const herd_batch *batch, float *out) 
   if (!batch->targets) return herd_seterr(HERD_EINVAL, "logprobs: batch has no targets");
   herd_batch lm = *batch;
   lm.n_scores = 0;  // the scalar head is not needed
-  TRY(forward_pass(model, &lm));
-  int n = batch->b * batch->t;
+  herd_batch staged;
   // log p = -nll: the fused kernel's stable log-softmax with weight -1.
-  for (int i = 0; i < n; i++) model->a.weights[i] = -1.0f;
-  return model->be->weighted_nll(out, NULL, model->a.logits, batch->targets, model->a.weights, 1.0f,
+  TRY(stage_batch(model, &lm, 1, &staged));
+  TRY(forward_pass(model, &staged));
+  int n = batch->b * batch->t;
+  if (!model->host) {  // computed on the device, then copied to the caller's host array
+    TRY(model->be->weighted_nll(model->a.losses, NULL, model->a.logits, staged.targets,
+                                staged.weights, 1.0f, n, model->config.vocab_size));
+    return model->be->download(out, model->a.losses, (size_t)n * sizeof(float));
+  }
+  return model->be->weighted_nll(out, NULL, model->a.logits, staged.targets, staged.weights, 1.0f,
                                  n, model->config.vocab_size);
 }

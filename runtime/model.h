@@ -79,12 +79,37 @@ int herd_model_config_check(const herd_model_config *config);  // errors name th
 size_t herd_model_param_count(const herd_model_config *config);
 
 // Allocates parameters (zero), gradients, AdamW moments and activations for batches of up to
-// max_batch rows of max_seq tokens.
+// max_batch rows of max_seq tokens, on the CPU.
 int herd_model_new(herd_model **out, const herd_model_config *config, int max_batch, int max_seq);
+// The same on another backend (runtime/backend.h; the GPU's: kernels/backend_cuda.h). Its
+// buffers, and the pointers the accessors below return, are in that backend's memory; batches
+// stay in host memory (they are copied for each pass), and herd_model_read/write move
+// parameters, gradients, logits and scores to and from host memory on any backend.
+typedef struct herd_backend herd_backend;
+int herd_model_new_on(herd_model **out, const herd_model_config *config, int max_batch, int max_seq,
+                      const herd_backend *backend);
 void herd_model_free(herd_model *model);
 // Llama-style initialisation from a Philox seed: normal(0, 0.02) matrices, norms at 1 (each
 // element uses Philox counter = its buffer offset). Also clears gradients, moments and steps.
-void herd_model_init(herd_model *model, uint64_t seed);
+// The values are drawn on the host whatever the backend, so every device starts from the same
+// bits. Fails only off the host (host memory for the draw, the copy).
+int herd_model_init(herd_model *model, uint64_t seed);
+// The backend's name ("cpu", "cuda").
+const char *herd_model_device(const herd_model *model);
+// HERD_OK for a model in host memory; else HERD_EINVAL naming `what` and the device, for the
+// parts of herd that read the buffers directly (checkpoints, generation) and run on the CPU.
+int herd_model_require_host(const herd_model *model, const char *what);
+
+// Copies between host memory and the model's buffers on any backend: parameters, gradients
+// (n_params floats each), the last forward's logits (b*t*vocab floats) or scores (n_scores).
+typedef enum herd_model_buffer {
+  HERD_MODEL_PARAMS,
+  HERD_MODEL_GRADS,
+  HERD_MODEL_LOGITS,
+  HERD_MODEL_SCORES
+} herd_model_buffer;
+int herd_model_read(const herd_model *model, herd_model_buffer which, float *host, size_t count);
+int herd_model_write(herd_model *model, herd_model_buffer which, const float *host, size_t count);
 
 const herd_model_config *herd_model_get_config(const herd_model *model);
 // The parameter and gradient buffers (n floats each) and their slices.

@@ -686,6 +686,28 @@ Test(cuda_global_norm, matches_cpu_and_repeats) {
   for (int i = 0; i < COUNT; i++) twin_free(arrays[i]);
 }
 
+Test(cuda_sum, matches_cpu_and_repeats) {
+  require_gpu();
+  const int64_t lengths[] = {1, 45, 4097, 1000003};
+  for (size_t i = 0; i < sizeof lengths / sizeof *lengths; i++) {
+    twin a = twin_random(lengths[i], 190 + (uint64_t)i, -1, 1);
+    double want = herd_cpu_sum(a.cpu, lengths[i]), got = -1, again = -1;
+    CUDA_OK(herd_cuda_sum(&got, a.gpu, lengths[i]));
+    CUDA_OK(herd_cuda_sum(&again, a.gpu, lengths[i]));
+    // exact f32 values summed in double: only the order of additions differs; the scale is the
+    // sum of magnitudes (the sum itself can be near 0)
+    double magnitude = 0;
+    for (int64_t j = 0; j < lengths[i]; j++) magnitude += fabs(a.cpu[j]);
+    cr_expect(fabs(got - want) <= 1e-12 * magnitude, "sum of %lld: gpu %.17g, cpu %.17g",
+              (long long)lengths[i], got, want);
+    cr_expect(memcmp(&got, &again, sizeof got) == 0, "sum: %.17g then %.17g", got, again);
+    twin_free(a);
+  }
+  double zero = -1;
+  CUDA_OK(herd_cuda_sum(&zero, NULL, 0));
+  cr_expect_eq(zero, 0.0);
+}
+
 // ---------------------------------------------------------------- rope
 
 static void check_rope(int n, int heads, int head_dim, uint64_t seed) {

@@ -753,6 +753,35 @@ Test(model, logprobs_equal_minus_nll) {
   herd_model_free(m);
 }
 
+Test(model, read_and_write_copy_the_buffers) {
+  herd_model_config cfg = tiny_config();
+  herd_model *m;
+  cr_assert_eq(herd_model_new(&m, &cfg, B, 8), HERD_OK);
+  cr_expect_str_eq(herd_model_device(m), "cpu");
+  random_params(m, 5);
+  size_t n;
+  const float *params = herd_model_param_buffer(m, &n);
+  float *copy = malloc(n * sizeof(float));
+  cr_assert_eq(herd_model_read(m, HERD_MODEL_PARAMS, copy, n), HERD_OK);
+  cr_expect(memcmp(copy, params, n * sizeof(float)) == 0, "read gives the buffer");
+  float one;
+  cr_expect_eq(herd_model_read(m, HERD_MODEL_LOGITS, &one, 1), HERD_EINVAL, "no forward yet");
+  cr_expect(strstr(herd_errmsg(), "1 logits asked for, the model holds 0"), "%s", herd_errmsg());
+  herd_batch bt = test_batch(cfg.vocab_size);
+  float loss, logits[N * 19];
+  cr_assert_eq(herd_model_forward(m, &bt, &loss), HERD_OK);
+  cr_assert_eq(herd_model_read(m, HERD_MODEL_LOGITS, logits, N * 19), HERD_OK);
+  cr_expect(memcmp(logits, herd_model_logits(m), sizeof logits) == 0, "read gives the logits");
+  for (size_t i = 0; i < n; i++) copy[i] = (float)i * 1e-3f;
+  cr_assert_eq(herd_model_write(m, HERD_MODEL_PARAMS, copy, n), HERD_OK);
+  cr_expect(memcmp(copy, params, n * sizeof(float)) == 0, "write sets the buffer");
+  cr_expect_eq(herd_model_write(m, HERD_MODEL_PARAMS, copy, n - 1), HERD_EINVAL);
+  cr_expect(strstr(herd_errmsg(), "parameters given"), "%s", herd_errmsg());
+  cr_expect_eq(herd_model_write(m, HERD_MODEL_LOGITS, copy, 1), HERD_EINVAL);
+  free(copy);
+  herd_model_free(m);
+}
+
 // ---------------------------------------------------------------- errors
 
 static void expect_config_error(herd_model_config cfg, const char *field) {

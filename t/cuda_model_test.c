@@ -1,0 +1,185 @@
+// The whole model on the GPU against the CPU (issue 8, acceptance 2): the same initial bits,
+// then a forward (loss, logits, scores), a backward (every gradient), an AdamW step (every
+// weight, the gradient norm) and log-probabilities, over a packed batch with GQA, segments,
+// positions restarting per sample, ignored targets, real-valued loss weights and a scalar head.
+// f32 throughout, so the tolerance is the ops' own: norm-wise relative 1e-5 (cuda_ops_test.c),
+// here over whole buffers after two layers of them. Skipped without a GPU (HERD_EXPECT_GPU=1:
+// failed).
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "checkpoint.h"
+#include "cuda_test_util.h"
+#include "error.h"
+#include "generate.h"
+#include "kernels/backend_cuda.h"
+#include "model.h"
+
+enum { B = 2, T = 24, N = B * T, N_SCORES = 3 };
+
+static const herd_model_config CONFIG = {.dim = 64,
+                                         .n_layers = 2,
+                                         .n_heads = 4,
+                                         .n_kv_heads = 2,
+                                         .hidden_dim = 96,
+                                         .vocab_size = 128,
+                                         .max_seq_len = 32,
+                                         .norm_eps = 1e-5f,
+                                         .rope_theta = 10000.0f,
+                                         .lm_head = 1,
+                                         .scalar_head = 1};
+
+typedef struct inputs {
+  int32_t tokens[N], positions[N], segments[N], targets[N], score_positions[N_SCORES];
+  float weights[N], dscores[N_SCORES];
+} inputs;
+
+// Row 0 packs samples of 10, 9 and 5 tokens; row 1 is one sample of 24. Every fifth target is
+// ignored (-1) and the weights are real numbers, as PPO's advantages are.
+static herd_batch make_batch(inputs *in) {
+  static const int row0_samples[] = {10, 9, 5};
+  int i = 0;
+  for (int s = 0; s < 3; s++)
+    for (int p = 0; p < row0_samples[s]; p++, i++) in->segments[i] = s, in->positions[i] = p;
+  for (int p = 0; p < T; p++, i++) in->segments[i] = 0, in->positions[i] = p;
+  for (i = 0; i < N; i++) {
+    in->tokens[i] = (int32_t)((i * 37 + 11) % CONFIG.vocab_size);
+    in->targets[i] = i % 5 == 4 ? -1 : (int32_t)((i * 53 + 7) % CONFIG.vocab_size);
+    in->weights[i] = 0.25f + (float)(i % 7) * 0.3f - (i % 11 == 3 ? 1.5f : 0.0f);
+  }
+  in->score_positions[0] = 9, in->score_positions[1] = 18, in->score_positions[2] = 47;
+  in->dscores[0] = 0.5f, in->dscores[1] = -1.25f, in->dscores[2] = 2.0f;
+  return (herd_batch){.b = B,
+                      .t = T,
+                      .tokens = in->tokens,
+                      .positions = in->positions,
+                      .segments = in->segments,
+                      .targets = in->targets,
+                      .weights = in->weights,
+                      .loss_scale = 1.0f / N,
+                      .n_scores = N_SCORES,
+                      .score_positions = in->score_positions,
+                      .dscores = in->dscores};
+}
+
+// ||gpu - cpu|| / ||cpu|| over n floats of a model buffer read to the host, below tol.
+static void expect_close(herd_model *cpu, herd_model *gpu, herd_model_buffer which,
+                         const char *what, size_t n, double tol) {
+  float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+  cr_assert(a && b);
+  CUDA_OK(herd_model_read(cpu, which, a, n));
+  CUDA_OK(herd_model_read(gpu, which, b, n));
+  double diff = 0, norm = 0, worst = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = (double)b[i] - a[i];
+    diff += d * d, norm += (double)a[i] * a[i];
+    if (fabs(d) > worst) worst = fabs(d), at = i;
+  }
+  double rel = sqrt(diff) / (sqrt(norm) + 1e-30);
+  cr_expect(rel < tol, "%s: relative error %.3g over %zu values (worst at %zu: cpu %.9g, gpu %.9g)",
+            what, rel, n, at, (double)a[at], (double)b[at]);
+  free(a), free(b);
+}
+
+static herd_model *model_on(const herd_backend *backend) {
+  herd_model *m = NULL;
+  CUDA_OK(herd_model_new_on(&m, &CONFIG, B, T, backend));
+  CUDA_OK(herd_model_init(m, 3));
+  return m;
+}
+
+Test(cuda_model, same_initial_bits) {
+  require_gpu();
+  herd_model *cpu = model_on(&herd_cpu_backend), *gpu = model_on(herd_cuda_backend());
+  cr_assert_str_eq(herd_model_device(gpu), "cuda");
+  size_t n;
+  const float *host = herd_model_param_buffer(cpu, &n);
+  float *back = malloc(n * sizeof(float));
+  CUDA_OK(herd_model_read(gpu, HERD_MODEL_PARAMS, back, n));
+  expect_same_bits("initial parameters", host, back, (int64_t)n);
+  free(back);
+  herd_model_free(cpu), herd_model_free(gpu);
+}
+
+Test(cuda_model, training_step_matches_the_cpu) {
+  require_gpu();
+  herd_model *cpu = model_on(&herd_cpu_backend), *gpu = model_on(herd_cuda_backend());
+  inputs in;
+  herd_batch batch = make_batch(&in);
+  size_t n_params;
+  herd_model_param_buffer(cpu, &n_params);
+
+  float loss_cpu, loss_gpu;
+  CUDA_OK(herd_model_forward(cpu, &batch, &loss_cpu));
+  CUDA_OK(herd_model_forward(gpu, &batch, &loss_gpu));
+  cr_expect(fabs(loss_gpu - loss_cpu) <= 1e-5 * fabs(loss_cpu), "loss: cpu %.9g, gpu %.9g",
+            (double)loss_cpu, (double)loss_gpu);
+  expect_close(cpu, gpu, HERD_MODEL_LOGITS, "logits", (size_t)N * CONFIG.vocab_size, 1e-5);
+  expect_close(cpu, gpu, HERD_MODEL_SCORES, "scores", N_SCORES, 1e-5);
+
+  herd_model_zero_grad(cpu), herd_model_zero_grad(gpu);
+  CUDA_OK(herd_model_backward(cpu, &batch));
+  CUDA_OK(herd_model_backward(gpu, &batch));
+  expect_close(cpu, gpu, HERD_MODEL_GRADS, "gradients", n_params, 1e-5);
+
+  herd_adamw opt = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f};  // the clip is hit
+  float norm_cpu, norm_gpu;
+  CUDA_OK(herd_model_step(cpu, &opt, &norm_cpu));
+  CUDA_OK(herd_model_step(gpu, &opt, &norm_gpu));
+  cr_expect(fabs(norm_gpu - norm_cpu) <= 1e-5 * norm_cpu, "grad norm: cpu %.9g, gpu %.9g",
+            (double)norm_cpu, (double)norm_gpu);
+  cr_expect(norm_cpu > opt.grad_clip, "the test wants clipping (norm %g)", (double)norm_cpu);
+  expect_close(cpu, gpu, HERD_MODEL_PARAMS, "parameters after one step", n_params, 1e-6);
+  cr_expect_eq(herd_model_step_count(gpu), 1);
+  herd_model_free(cpu), herd_model_free(gpu);
+}
+
+Test(cuda_model, logprobs_and_default_inputs_match_the_cpu) {
+  require_gpu();
+  herd_model *cpu = model_on(&herd_cpu_backend), *gpu = model_on(herd_cuda_backend());
+  inputs in;
+  herd_batch batch = make_batch(&in);
+  batch.positions = NULL, batch.segments = NULL, batch.weights = NULL;  // the defaults
+  batch.n_scores = 0, batch.loss_scale = 0;
+  float lp_cpu[N], lp_gpu[N];
+  CUDA_OK(herd_model_logprobs(cpu, &batch, lp_cpu));
+  CUDA_OK(herd_model_logprobs(gpu, &batch, lp_gpu));
+  for (int i = 0; i < N; i++)
+    cr_expect(fabs(lp_gpu[i] - lp_cpu[i]) <= 1e-5 * (1 + fabs(lp_cpu[i])),
+              "logprob %d: cpu %.9g, gpu %.9g", i, (double)lp_cpu[i], (double)lp_gpu[i]);
+  float loss_cpu, loss_gpu;
+  CUDA_OK(herd_model_forward(cpu, &batch, &loss_cpu));
+  CUDA_OK(herd_model_forward(gpu, &batch, &loss_gpu));
+  cr_expect(fabs(loss_gpu - loss_cpu) <= 1e-5 * fabs(loss_cpu), "loss: cpu %.9g, gpu %.9g",
+            (double)loss_cpu, (double)loss_gpu);
+  herd_model_free(cpu), herd_model_free(gpu);
+}
+
+Test(cuda_model, bad_reads_and_writes_are_errors) {
+  require_gpu();
+  herd_model *gpu = model_on(herd_cuda_backend());
+  float one;
+  cr_expect_eq(herd_model_read(gpu, HERD_MODEL_LOGITS, &one, 1), HERD_EINVAL,
+               "no forward yet: no logits");
+  cr_expect(strstr(herd_errmsg(), "logits"), "%s", herd_errmsg());
+  cr_expect_eq(herd_model_write(gpu, HERD_MODEL_PARAMS, &one, 1), HERD_EINVAL);
+  cr_expect(strstr(herd_errmsg(), "parameters given"), "%s", herd_errmsg());
+  // the parts that read the buffers on the host refuse, naming the device
+  cr_expect_eq(herd_checkpoint_save("/tmp/herd-cuda-model-test", gpu, NULL), HERD_EINVAL);
+  cr_expect(strstr(herd_errmsg(), "checkpoint_save: runs on CPU models; this model is on cuda"),
+            "%s", herd_errmsg());
+  int32_t prompt[2] = {1, 2};
+  const int32_t *prompts[1] = {prompt};
+  int lengths[1] = {2};
+  uint64_t seed = 1;
+  herd_sampling greedy = {0, 1, 0, 4, NULL, 0};
+  herd_generation generation;
+  cr_expect_eq(herd_generate(gpu, 1, prompts, lengths, 1, &greedy, &seed, &generation),
+               HERD_EINVAL);
+  cr_expect(strstr(herd_errmsg(), "generate: runs on CPU models"), "%s", herd_errmsg());
+  herd_model_free(gpu);
+}
