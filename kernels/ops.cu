@@ -875,53 +875,49 @@ extern "C" int herd_cuda_scale_backward(float *da, const float *dout, float s, i
 
 // ---------------------------------------------------------------- global norm
 
-extern "C" int herd_cuda_global_norm(double *norm, const float *const *arrays,
-                                     const int64_t *lengths, int count) {
-  *norm = 0;
+namespace {
+
+// *total = the sum over `count` device arrays of their elements (kSquare: of their squares),
+// in double: block sums fixed by each length, added in order, so the bits repeat. Waits.
+template <bool kSquare>
+int sum_arrays(double *total, const float *const *arrays, const int64_t *lengths, int count,
+               const char *what) {
+  *total = 0;
   cudaStream_t stream;
   HERD_TRY(herd_cuda_stream(&stream));
-  DeviceBuffer<double> total, partials;
-  HERD_TRY(total.allocate(1));
+  DeviceBuffer<double> sum, partials;
+  HERD_TRY(sum.allocate(1));
   HERD_TRY(partials.allocate(NORM_MAX_BLOCKS));
-  HERD_CUDA_CHECK(cudaMemsetAsync(total.ptr, 0, sizeof(double), stream),
-                  "cudaMemsetAsync(%zu bytes)", sizeof(double));
+  HERD_CUDA_CHECK(cudaMemsetAsync(sum.ptr, 0, sizeof(double), stream), "cudaMemsetAsync(%zu bytes)",
+                  sizeof(double));
   for (int i = 0; i < count; i++) {
     if (lengths[i] <= 0) continue;
     int blocks = norm_blocks(lengths[i]);
     // partials is reused: the previous array's add_partials ran before, in stream order
-    sum_blocks_kernel<true><<<blocks, THREADS, 0, stream>>>(arrays[i], lengths[i], partials.ptr);
-    HERD_TRY(herd_cuda_launched("global_norm_sum_squares"));
-    add_partials_kernel<<<1, THREADS, 0, stream>>>(partials.ptr, blocks, total.ptr);
-    HERD_TRY(herd_cuda_launched("global_norm_add_partials"));
+    sum_blocks_kernel<kSquare><<<blocks, THREADS, 0, stream>>>(arrays[i], lengths[i], partials.ptr);
+    HERD_TRY(herd_cuda_launched(what));
+    add_partials_kernel<<<1, THREADS, 0, stream>>>(partials.ptr, blocks, sum.ptr);
+    HERD_TRY(herd_cuda_launched(what));
   }
-  double squares = 0;
-  HERD_CUDA_CHECK(
-      cudaMemcpyAsync(&squares, total.ptr, sizeof squares, cudaMemcpyDeviceToHost, stream),
-      "cudaMemcpyAsync(device to host, %zu bytes)", sizeof squares);
-  HERD_CUDA_CHECK(cudaStreamSynchronize(stream), "cudaStreamSynchronize (global norm)");
+  HERD_CUDA_CHECK(cudaMemcpyAsync(total, sum.ptr, sizeof *total, cudaMemcpyDeviceToHost, stream),
+                  "cudaMemcpyAsync(device to host, %zu bytes)", sizeof *total);
+  HERD_CUDA_CHECK(cudaStreamSynchronize(stream), "cudaStreamSynchronize (%s)", what);
+  return HERD_OK;
+}
+
+}  // namespace
+
+extern "C" int herd_cuda_global_norm(double *norm, const float *const *arrays,
+                                     const int64_t *lengths, int count) {
+  double squares;
+  *norm = 0;
+  HERD_TRY(sum_arrays<true>(&squares, arrays, lengths, count, "global_norm"));
   *norm = sqrt(squares);
   return HERD_OK;
 }
 
 extern "C" int herd_cuda_sum(double *out, const float *a, int64_t n) {
-  *out = 0;
-  if (n <= 0) return HERD_OK;
-  cudaStream_t stream;
-  HERD_TRY(herd_cuda_stream(&stream));
-  DeviceBuffer<double> total, partials;
-  HERD_TRY(total.allocate(1));
-  HERD_TRY(partials.allocate(NORM_MAX_BLOCKS));
-  HERD_CUDA_CHECK(cudaMemsetAsync(total.ptr, 0, sizeof(double), stream),
-                  "cudaMemsetAsync(%zu bytes)", sizeof(double));
-  int blocks = norm_blocks(n);
-  sum_blocks_kernel<false><<<blocks, THREADS, 0, stream>>>(a, n, partials.ptr);
-  HERD_TRY(herd_cuda_launched("sum_blocks"));
-  add_partials_kernel<<<1, THREADS, 0, stream>>>(partials.ptr, blocks, total.ptr);
-  HERD_TRY(herd_cuda_launched("sum_add_partials"));
-  HERD_CUDA_CHECK(cudaMemcpyAsync(out, total.ptr, sizeof *out, cudaMemcpyDeviceToHost, stream),
-                  "cudaMemcpyAsync(device to host, %zu bytes)", sizeof *out);
-  HERD_CUDA_CHECK(cudaStreamSynchronize(stream), "cudaStreamSynchronize (sum)");
-  return HERD_OK;
+  return sum_arrays<false>(out, &a, &n, 1, "sum");
 }
 
 // ---------------------------------------------------------------- rope
