@@ -1,0 +1,155 @@
+// herd's side of the GPU training benchmark (issue 8, acceptance 3): the configs of
+// t/bench/torch_llama.py trained on the GPU through herd_model_new_on(..., herd_cuda_backend())
+// (f32 for now: bf16 mixed precision is still to come), timed over steps after a warm-up one.
+// Prints training tokens/s, TFLOP/s (FLOPs per token counted as t/bench/model_bench.c counts
+// them), MFU against --peak (the bf16 TFLOP/s cuda_matmul_bench measured) and the device
+// memory high-water mark against the analytic 16 bytes per parameter plus the activation arena;
+// --json adds one JSON line. Without a GPU: "skipped" (exit 1 under HERD_EXPECT_GPU=1).
+//
+//   t/bench/cuda_model_bench [--config tiny|124m|1b] [--steps N] [--batch N] [--seq N]
+//                            [--peak TFLOPS] [--json]
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend.h"
+#include "error.h"
+#include "kernels/backend_cuda.h"
+#include "kernels/cuda.h"
+#include "model.h"
+
+typedef struct bench_config {
+  const char *name;
+  herd_model_config model;
+  int batch, seq;
+} bench_config;
+
+// The shapes of t/bench/torch_llama.py's CONFIGS (7b: see the memory report of issue 8).
+static const bench_config CONFIGS[] = {
+    {"tiny", {64, 2, 4, 2, 176, 512, 64, 1e-5f, 10000.0f, 0, 1, 0}, 4, 64},
+    {"124m", {768, 12, 12, 12, 2048, 32000, 1024, 1e-5f, 10000.0f, 0, 1, 0}, 16, 1024},
+    {"1b", {2048, 22, 32, 4, 5632, 32000, 1024, 1e-5f, 10000.0f, 0, 1, 0}, 8, 1024},
+};
+enum { N_CONFIGS = sizeof CONFIGS / sizeof *CONFIGS };
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void die(const char *what) {
+  fprintf(stderr, "cuda_model_bench: %s: %s\n", what, herd_errmsg());
+  exit(1);
+}
+
+static void usage(void) {
+  fprintf(stderr,
+          "usage: cuda_model_bench [--config tiny|124m|1b] [--steps N] [--batch N] [--seq N] "
+          "[--peak TFLOPS] [--json]\n");
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  const bench_config *bench = &CONFIGS[1];
+  int steps = 10, batch = 0, seq = 0, json = 0;
+  double peak = 0;
+  for (int i = 1; i < argc; i++) {
+    int has_value = i + 1 < argc;
+    if (strcmp(argv[i], "--json") == 0) {
+      json = 1;
+    } else if (strcmp(argv[i], "--config") == 0 && has_value) {
+      const char *name = argv[++i];
+      bench = NULL;
+      for (int c = 0; c < N_CONFIGS; c++)
+        if (strcmp(CONFIGS[c].name, name) == 0) bench = &CONFIGS[c];
+      if (!bench) {
+        fprintf(stderr, "cuda_model_bench: unknown config '%s'\n", name);
+        usage();
+      }
+    } else if (strcmp(argv[i], "--steps") == 0 && has_value) {
+      steps = atoi(argv[++i]);
+    } else if (strcmp(argv[i], "--batch") == 0 && has_value) {
+      batch = atoi(argv[++i]);
+    } else if (strcmp(argv[i], "--seq") == 0 && has_value) {
+      seq = atoi(argv[++i]);
+    } else if (strcmp(argv[i], "--peak") == 0 && has_value) {
+      peak = atof(argv[++i]);
+    } else {
+      usage();
+    }
+  }
+  if (steps < 1) usage();
+  if (herd_cuda_device_count() < 1) {
+    const char *expect = getenv("HERD_EXPECT_GPU");
+    int expected = expect && strcmp(expect, "1") == 0;
+    printf("cuda_model_bench: no GPU here; %s\n",
+           expected ? "HERD_EXPECT_GPU=1: failing" : "skipped");
+    return expected ? 1 : 0;
+  }
+  herd_model_config config = bench->model;
+  int B = batch > 0 ? batch : bench->batch, T = seq > 0 ? seq : bench->seq;
+  if (T > config.max_seq_len) config.max_seq_len = T;
+
+  herd_model *model;
+  if (herd_model_new_on(&model, &config, B, T, herd_cuda_backend())) die("model");
+  if (herd_model_init(model, 1)) die("init");
+  size_t n_params;
+  herd_model_param_buffer(model, &n_params);
+
+  int32_t *tokens = malloc(sizeof(int32_t) * B * T), *targets = malloc(sizeof(int32_t) * B * T);
+  if (!tokens || !targets) die("host memory");
+  for (int i = 0; i < B * T; i++) {
+    tokens[i] = (int32_t)((i * 2654435761u) % (unsigned)config.vocab_size);
+    targets[i] = (int32_t)((i * 40503u + 7) % (unsigned)config.vocab_size);
+  }
+  herd_batch b = {.b = B, .t = T, .tokens = tokens, .targets = targets};
+  herd_adamw opt = {3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
+  float first_loss = 0, loss = 0, grad_norm;
+  double start = 0;
+  for (int step = -1; step < steps; step++) {  // step -1 warms up (allocator, cuBLASLt)
+    if (step == 0) {
+      if (herd_cuda_synchronize()) die("synchronize");
+      start = now();
+    }
+    herd_model_zero_grad(model);
+    if (herd_model_forward(model, &b, &loss) || herd_model_backward(model, &b) ||
+        herd_model_step(model, &opt, &grad_norm))
+      die("training step");
+    if (step == -1) first_loss = loss;
+  }
+  if (herd_cuda_synchronize()) die("synchronize");
+  double elapsed = now() - start;
+  double rate = (double)B * T * steps / elapsed;
+  double matmul_params = (double)n_params - (double)config.vocab_size * config.dim;
+  double flops_per_token = 6 * matmul_params + 6.0 * config.n_layers * T * config.dim;
+  double tflops = rate * flops_per_token / 1e12;
+  herd_cuda_memory_stats memory;
+  herd_cuda_get_memory_stats(&memory);
+  double analytic = 16.0 * n_params + (double)herd_model_activation_bytes(model);
+
+  printf(
+      "herd cuda_model_bench: %s: dim %d, %d layers, %d heads, %d kv heads, hidden %d, vocab %d, "
+      "seq %d, batch %d; %.1fM params; f32\n",
+      bench->name, config.dim, config.n_layers, config.n_heads, config.n_kv_heads,
+      config.hidden_dim, config.vocab_size, T, B, n_params / 1e6);
+  printf("training: %.0f tokens/s, %.1f TFLOP/s", rate, tflops);
+  if (peak > 0) printf(" = %.1f%% of the bf16 matmul peak %.1f TFLOP/s", 100 * tflops / peak, peak);
+  printf("; loss %.3f -> %.3f\n", (double)first_loss, (double)loss);
+  printf(
+      "memory: peak %.2f GiB in use, analytic %.2f GiB (16 B/param %.2f, activations %.2f) = "
+      "%.2fx\n",
+      memory.peak / 1073741824.0, analytic / 1073741824.0, 16.0 * n_params / 1073741824.0,
+      herd_model_activation_bytes(model) / 1073741824.0, memory.peak / analytic);
+  if (json)
+    printf(
+        "{\"impl\": \"herd\", \"config\": \"%s\", \"precision\": \"f32\", \"batch\": %d, "
+        "\"seq\": %d, \"params\": %zu, \"train_tokens_per_s\": %.1f, \"tflops\": %.2f, "
+        "\"mfu\": %.4f, \"peak_memory_bytes\": %zu}\n",
+        bench->name, B, T, n_params, rate, tflops, peak > 0 ? tflops / peak : 0.0, memory.peak);
+  free(tokens), free(targets);
+  herd_model_free(model);
+  return 0;
+}
