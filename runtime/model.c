@@ -479,57 +479,49 @@ static int check_batch(const herd_model *m, const herd_batch *bt) {
   return HERD_OK;
 }
 
-// The batch as the backend reads it. On the host: the caller's arrays, with the default
-// positions (0..T-1 in each row) and loss weights (1 where target >= 0) written into the
-// activation arena. Elsewhere: every array copied into the backend's memory, the defaults
-// computed on the host first. logprob_weights: every weight is -1 (log p = -nll).
+// `src` (host memory) as the backend reads it: itself on the host; elsewhere copied into `slot`
+// (the backend's memory). After a failure (*rc set) nothing more is copied.
+static const void *place(const herd_model *m, const void *src, void *slot, size_t bytes, int *rc) {
+  if (m->host || *rc) return src;
+  *rc = m->be->upload(slot, src, bytes);
+  return slot;
+}
+
+// The batch as the backend reads it, with the default positions (0..T-1 in each row) and loss
+// weights (1 where target >= 0; every weight -1 for logprob_weights: log p = -nll) computed on
+// the host: in the activation arena on the CPU, in host scratch elsewhere (then copied).
 static int stage_batch(herd_model *m, const herd_batch *bt, int logprob_weights, herd_batch *out) {
-  const herd_backend *be = m->be;
   acts *a = &m->a;
-  int n = bt->b * bt->t;
+  int n = bt->b * bt->t, rc = HERD_OK;
   size_t NM = (size_t)m->max_batch * m->max_seq, ints = (size_t)n * sizeof(int32_t);
-  int32_t *pos = m->host ? a->pos : m->host_inputs;
-  float *weights = m->host ? a->weights : m->host_inputs;
   *out = *bt;
-  if (!m->host) {
-    TRY(be->upload(m->inputs, bt->tokens, ints));
-    out->tokens = m->inputs;
+  out->tokens = place(m, bt->tokens, m->inputs, ints, &rc);
+  const int32_t *positions = bt->positions;
+  if (!positions) {
+    int32_t *pos = m->host ? a->pos : m->host_inputs;
+    for (int i = 0; i < n; i++) pos[i] = i % bt->t;
+    positions = pos;
   }
-  if (!bt->positions || !m->host) {
-    if (!bt->positions)
-      for (int i = 0; i < n; i++) pos[i] = i % bt->t;
-    if (!m->host) TRY(be->upload(a->pos, bt->positions ? bt->positions : pos, ints));
-    out->positions = a->pos;
-  }
-  if (bt->segments && !m->host) {
-    TRY(be->upload(m->inputs + NM, bt->segments, ints));
-    out->segments = m->inputs + NM;
-  }
+  out->positions = place(m, positions, a->pos, ints, &rc);
+  if (bt->segments) out->segments = place(m, bt->segments, m->inputs + NM, ints, &rc);
   if (bt->targets) {
-    if (!m->host) {
-      TRY(be->upload(m->inputs + 2 * NM, bt->targets, ints));
-      out->targets = m->inputs + 2 * NM;
+    out->targets = place(m, bt->targets, m->inputs + 2 * NM, ints, &rc);
+    const float *weights = bt->weights;
+    if (logprob_weights || !weights) {
+      float *w = m->host ? a->weights : m->host_inputs;  // the positions were copied already
+      for (int i = 0; i < n; i++)
+        w[i] = logprob_weights ? -1.0f : bt->targets[i] >= 0 ? 1.0f : 0.0f;
+      weights = w;
     }
-    if (logprob_weights || !bt->weights || !m->host) {
-      if (logprob_weights || !bt->weights)
-        for (int i = 0; i < n; i++)
-          weights[i] = logprob_weights ? -1.0f : bt->targets[i] >= 0 ? 1.0f : 0.0f;
-      if (!m->host)
-        TRY(be->upload(a->weights, logprob_weights || !bt->weights ? weights : bt->weights,
-                       (size_t)n * sizeof(float)));
-      out->weights = a->weights;
-    }
+    out->weights = place(m, weights, a->weights, (size_t)n * sizeof(float), &rc);
   }
-  if (bt->n_scores && !m->host) {
-    TRY(be->upload(m->inputs + 3 * NM, bt->score_positions,
-                   (size_t)bt->n_scores * sizeof(int32_t)));
-    out->score_positions = m->inputs + 3 * NM;
-    if (bt->dscores) {
-      TRY(be->upload(m->input_floats, bt->dscores, (size_t)bt->n_scores * sizeof(float)));
-      out->dscores = m->input_floats;
-    }
+  if (bt->n_scores) {
+    size_t p = (size_t)bt->n_scores;
+    out->score_positions =
+        place(m, bt->score_positions, m->inputs + 3 * NM, p * sizeof(int32_t), &rc);
+    if (bt->dscores) out->dscores = place(m, bt->dscores, m->input_floats, p * sizeof(float), &rc);
   }
-  return HERD_OK;
+  return rc;
 }
 
 // Runs the trunk, the final norm, the LM head (when present) and the scalar head.
