@@ -87,7 +87,7 @@ struct herd_model {
   acts a;
   // Off the host: the batch's arrays are copied into `inputs` (device memory) before each pass;
   // `host_inputs` holds the defaults computed on the host (positions, loss weights) meanwhile.
-  int32_t *inputs;      // (5 N) tokens, segments, targets, score positions, spare
+  int32_t *inputs;      // (4 N) tokens, segments, targets, score positions
   float *input_floats;  // (N) dscores
   void *host_inputs;    // (N) int32 or float scratch
   int host;             // the backend works on host memory (the CPU)
@@ -247,7 +247,7 @@ int herd_model_new_on(herd_model **out, const herd_model_config *config, int max
   if (!rc_alloc) rc_alloc = backend->alloc((void **)&m->act_memory, total * sizeof(float));
   m->act_bytes = total * sizeof(float);
   if (!rc_alloc && !m->host) {
-    rc_alloc = backend->alloc((void **)&m->inputs, 5 * N * sizeof(int32_t));
+    rc_alloc = backend->alloc((void **)&m->inputs, 4 * N * sizeof(int32_t));
     if (!rc_alloc) rc_alloc = backend->alloc((void **)&m->input_floats, N * sizeof(float));
     m->host_inputs = malloc(N * sizeof(int32_t));
     if (!rc_alloc && !m->host_inputs) rc_alloc = HERD_ENOMEM;

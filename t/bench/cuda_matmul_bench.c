@@ -10,11 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "error.h"
 #include "kernels/cuda.h"
 #include "kernels/cuda_ops.h"
+#include "t/bench/gpu_bench.h"
 
 typedef struct shape {
   const char *name;
@@ -31,15 +31,8 @@ static const shape SHAPES[] = {
 };
 enum { N_SHAPES = sizeof SHAPES / sizeof *SHAPES };
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void die(const char *what) {
-  fprintf(stderr, "cuda_matmul_bench: %s: %s\n", what, herd_errmsg());
-  exit(1);
+  bench_die("cuda_matmul_bench", what);
 }
 
 // Fills device memory with small values (bf16 of (i % 13 - 6) / 16, or f32 of the same).
@@ -76,14 +69,14 @@ static double rate(const shape *s, int bf16) {
   double elapsed = 0;
   for (;;) {
     if (herd_cuda_synchronize()) die("synchronize");
-    double start = now();
+    double start = bench_now();
     for (int r = 0; r < reps; r++) {
       int rc = bf16 ? herd_cuda_matmul_bf16(c, HERD_BF16, a, b, s->m, s->n, s->k, 0, 1, 1, 0)
                     : herd_cuda_matmul(c, a, b, s->m, s->n, s->k, 0, 1, 1, 0);
       if (rc) die(s->name);
     }
     if (herd_cuda_synchronize()) die("synchronize");
-    elapsed = now() - start;
+    elapsed = bench_now() - start;
     if (elapsed > 0.5 || reps >= 1 << 16) break;
     reps *= 2;  // the first rounds warm up cuBLASLt's heuristics and the clocks
   }
@@ -93,13 +86,8 @@ static double rate(const shape *s, int bf16) {
 
 int main(int argc, char **argv) {
   int json = argc > 1 && strcmp(argv[1], "--json") == 0;
-  if (herd_cuda_device_count() < 1) {
-    const char *expect = getenv("HERD_EXPECT_GPU");
-    int expected = expect && strcmp(expect, "1") == 0;  // the GPU check: no GPU is a failure
-    printf("cuda_matmul_bench: no GPU here; %s\n",
-           expected ? "HERD_EXPECT_GPU=1: failing" : "skipped");
-    return expected ? 1 : 0;
-  }
+  int no_gpu = bench_without_gpu("cuda_matmul_bench");
+  if (no_gpu >= 0) return no_gpu;
   double best = 0, best_f32 = 0;
   for (int i = 0; i < N_SHAPES; i++) {
     double bf16 = rate(&SHAPES[i], 1), f32 = rate(&SHAPES[i], 0);

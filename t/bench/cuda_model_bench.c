@@ -12,13 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backend.h"
 #include "error.h"
 #include "kernels/backend_cuda.h"
 #include "kernels/cuda.h"
 #include "model.h"
+#include "t/bench/gpu_bench.h"
 
 typedef struct bench_config {
   const char *name;
@@ -34,15 +34,8 @@ static const bench_config CONFIGS[] = {
 };
 enum { N_CONFIGS = sizeof CONFIGS / sizeof *CONFIGS };
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void die(const char *what) {
-  fprintf(stderr, "cuda_model_bench: %s: %s\n", what, herd_errmsg());
-  exit(1);
+  bench_die("cuda_model_bench", what);
 }
 
 static void usage(void) {
@@ -82,13 +75,8 @@ int main(int argc, char **argv) {
     }
   }
   if (steps < 1) usage();
-  if (herd_cuda_device_count() < 1) {
-    const char *expect = getenv("HERD_EXPECT_GPU");
-    int expected = expect && strcmp(expect, "1") == 0;
-    printf("cuda_model_bench: no GPU here; %s\n",
-           expected ? "HERD_EXPECT_GPU=1: failing" : "skipped");
-    return expected ? 1 : 0;
-  }
+  int no_gpu = bench_without_gpu("cuda_model_bench");
+  if (no_gpu >= 0) return no_gpu;
   herd_model_config config = bench->model;
   int B = batch > 0 ? batch : bench->batch, T = seq > 0 ? seq : bench->seq;
   if (T > config.max_seq_len) config.max_seq_len = T;
@@ -112,7 +100,7 @@ int main(int argc, char **argv) {
   for (int step = -1; step < steps; step++) {  // step -1 warms up (allocator, cuBLASLt)
     if (step == 0) {
       if (herd_cuda_synchronize()) die("synchronize");
-      start = now();
+      start = bench_now();
     }
     herd_model_zero_grad(model);
     if (herd_model_forward(model, &b, &loss) || herd_model_backward(model, &b) ||
@@ -121,7 +109,7 @@ int main(int argc, char **argv) {
     if (step == -1) first_loss = loss;
   }
   if (herd_cuda_synchronize()) die("synchronize");
-  double elapsed = now() - start;
+  double elapsed = bench_now() - start;
   double rate = (double)B * T * steps / elapsed;
   double matmul_params = (double)n_params - (double)config.vocab_size * config.dim;
   double flops_per_token = 6 * matmul_params + 6.0 * config.n_layers * T * config.dim;
