@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "checkpoint.h"
 #include "error.h"
 #include "generate.h"
@@ -145,20 +146,43 @@ static void push_config(lua_State *L, const herd_model_config *c) {
   lua_setfield(L, -2, "scalar_head");
 }
 
-// core.new(config, max_batch, max_seq, seed)
+// The backend named by the string at `index` ("cpu" when absent).
+static const herd_backend *check_backend(lua_State *L, int index) {
+  const herd_backend *backend;
+  if (herd_backend_find(luaL_optstring(L, index, "cpu"), &backend)) herd_lua_error(L);
+  return backend;
+}
+
+// core.new(config, max_batch, max_seq, seed, device = "cpu")
 static int core_new(lua_State *L) {
   herd_model_config config = check_config(L, 1);
   int max_batch = (int)luaL_checkinteger(L, 2), max_seq = (int)luaL_checkinteger(L, 3);
   lua_Integer seed = luaL_checkinteger(L, 4);
+  const herd_backend *backend = check_backend(L, 5);
   model_box *box = push_model_box(L, max_batch, max_seq);
-  HERD_LUA_CHECK(L, herd_model_new(&box->model, &config, max_batch, max_seq));
-  herd_model_init(box->model, (uint64_t)seed);
+  HERD_LUA_CHECK(L, herd_model_new_on(&box->model, &config, max_batch, max_seq, backend));
+  HERD_LUA_CHECK(L, herd_model_init(box->model, (uint64_t)seed));
   account(L, box->model);
   return 1;
 }
 
-// core.load(dir, max_batch, max_seq, head = "lm" | "scalar", seed, score_scale = 1)
-// -> model, train_state table
+// m:to(device) -> m, moved (parameters, gradients, moments, step count, frozen parts)
+static int model_to(lua_State *L) {
+  model_box *box = check_model(L);
+  luaL_checkstring(L, 2);
+  const herd_backend *backend = check_backend(L, 2);
+  HERD_LUA_CHECK(L, herd_model_to(box->model, backend, 0, 0));
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int model_device(lua_State *L) {
+  lua_pushstring(L, herd_model_device(check_model(L)->model));
+  return 1;
+}
+
+// core.load(dir, max_batch, max_seq, head = "lm" | "scalar", seed, score_scale = 1,
+//           device = "cpu") -> model, train_state table
 // or nil. "lm" keeps the heads the checkpoint names; "scalar" makes a reward model.
 static int core_load(lua_State *L) {
   static const char *const heads[] = {"lm", "scalar", NULL};
@@ -167,15 +191,21 @@ static int core_load(lua_State *L) {
       (int)luaL_checkinteger(L, 2), (int)luaL_checkinteger(L, 3),
       luaL_checkoption(L, 4, "lm", heads) == 1 ? HERD_HEAD_SCALAR : HERD_HEAD_AS_SAVED,
       (uint64_t)luaL_optinteger(L, 5, 0), (float)luaL_optnumber(L, 6, 1.0)};
+  const herd_backend *backend = check_backend(L, 7);
   if (opts.max_seq <= 0) {  // default: the checkpoint's own max_position_embeddings
     herd_model_config config;
     HERD_LUA_CHECK(L, herd_checkpoint_read_config(dir, &config));
     opts.max_seq = config.max_seq_len;
   }
-  model_box *box = push_model_box(L, opts.max_batch, opts.max_seq);
+  int max_batch = opts.max_batch, max_seq = opts.max_seq;
+  // For another device the checkpoint is read into host memory with the smallest activations,
+  // then moved with the activations asked for.
+  if (backend != &herd_cpu_backend) opts.max_batch = opts.max_seq = 1;
+  model_box *box = push_model_box(L, max_batch, max_seq);
   herd_train_state state;
   int has_state = 0;
   HERD_LUA_CHECK(L, herd_checkpoint_load_opts(dir, &box->model, &opts, &state, &has_state));
+  HERD_LUA_CHECK(L, herd_model_to(box->model, backend, max_batch, max_seq));
   account(L, box->model);
   if (!has_state) {
     lua_pushnil(L);
@@ -355,14 +385,18 @@ static int model_logits(lua_State *L) {
   herd_tensor **out = herd_lua_newtensor(L);
   int64_t shape[3] = {b, t, config->vocab_size};
   HERD_LUA_CHECK(L, herd_tensor_new(out, HERD_F32, HERD_CPU, 3, shape));
-  memcpy(herd_tensor_data(*out), herd_model_logits(box->model), herd_tensor_nbytes(*out));
+  HERD_LUA_CHECK(L, herd_model_read(box->model, HERD_MODEL_LOGITS, herd_tensor_data(*out),
+                                    (size_t)b * t * config->vocab_size));
   return 1;
 }
 
+// m:_scores(n) -> the last forward's n scores as a table
 static int model_scores(lua_State *L) {
   model_box *box = check_model(L);
   int n = (int)luaL_checkinteger(L, 2);
-  const float *scores = herd_model_scores(box->model);
+  if (n < 0) return luaL_error(L, "scores: n = %d", n);
+  float *scores = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(float), 0);  // collected
+  HERD_LUA_CHECK(L, herd_model_read(box->model, HERD_MODEL_SCORES, scores, (size_t)n));
   lua_createtable(L, n, 0);
   for (int i = 0; i < n; i++) {
     lua_pushnumber(L, scores[i]);
@@ -542,6 +576,8 @@ int luaopen_herd_model_core(lua_State *L) {
                                      {"capacity", model_capacity},
                                      {"step_count", model_step_count},
                                      {"_generate", model_generate},
+                                     {"to", model_to},
+                                     {"device", model_device},
                                      {"close", model_gc},
                                      {NULL, NULL}};
   static const luaL_Reg functions[] = {

@@ -1,4 +1,4 @@
-// defines: herd_backend, herd_param_range, herd_cpu_backend
+// defines: herd_backend, herd_param_range, herd_cpu_backend, herd_backend_find
 //
 // The kernels a model runs on, as a table: the model's forward, backward and optimizer step
 // (model.c) are written once against it, and each device provides one. Every entry has exactly
@@ -73,5 +73,9 @@ typedef struct herd_backend {
 } herd_backend;
 
 extern const herd_backend herd_cpu_backend;
+
+// The backend named "cpu" or "cuda". HERD_EDEVICE when herd was built without CUDA or no GPU is
+// visible, HERD_EINVAL for any other name; the message says which.
+int herd_backend_find(const char *name, const herd_backend **out);
 
 #endif

@@ -859,12 +859,29 @@ static int wrap_floats(herd_tensor **out, herd_storage *storage, const float *ba
   return herd_tensor_wrap(out, storage, (size_t)(data - base), HERD_F32, ndim, shape);
 }
 
+// For a model off the host (a GPU's): *copy = a malloc'd host copy of `which` (n floats).
+// On the host: *copy = NULL, and the caller uses the model's own buffer.
+static int host_floats(const herd_model *model, herd_model_buffer which, size_t n, float **copy) {
+  *copy = NULL;
+  if (herd_model_on_host(model)) return HERD_OK;
+  *copy = malloc(n ? n * sizeof(float) : 1);
+  if (!*copy)
+    return herd_seterr(HERD_ENOMEM, "checkpoint_save: out of host memory (%zu floats)", n);
+  int status = herd_model_read(model, which, *copy, n);
+  if (status) {
+    free(*copy);
+    *copy = NULL;
+  }
+  return status;
+}
+
 static int save_weights(const char *dir, herd_model *model) {
   expected *e;
   int n, status = expected_tensors(model, &e, &n);
   if (status) return status;
   size_t count;
-  float *buffer = herd_model_param_buffer(model, &count);
+  float *buffer = herd_model_param_buffer(model, &count);  // the model's memory, maybe a GPU's
+  float *host_copy = NULL;
   herd_storage *storage = NULL;
   herd_tensor **tensors = calloc((size_t)n, sizeof *tensors);
   const char **names = calloc((size_t)n, sizeof *names);
@@ -873,10 +890,14 @@ static int save_weights(const char *dir, herd_model *model) {
   if (!tensors || !names || !path)
     status = herd_seterr(HERD_ENOMEM, "%s: out of memory", WEIGHTS_FILE);
   else
-    status = herd_storage_wrap(&storage, buffer, count * sizeof(float), HERD_CPU, NULL, NULL);
+    status = host_floats(model, HERD_MODEL_PARAMS, count, &host_copy);
+  if (!status)
+    status = herd_storage_wrap(&storage, host_copy ? host_copy : buffer, count * sizeof(float),
+                               HERD_CPU, NULL, NULL);
   for (int i = 0; i < n && !status; i++) {
     if (e[i].optional) continue;  // a tied lm_head: HF saves the embedding only
     int64_t shape[2] = {e[i].shape[0], e[i].shape[1]};
+    // offsets from the model's buffer, the same in the host copy
     status = wrap_floats(&tensors[m], storage, buffer, e[i].data, e[i].ndim, shape);
     names[m++] = e[i].name;
   }
@@ -886,6 +907,7 @@ static int save_weights(const char *dir, herd_model *model) {
         herd_safetensors_save(path, m, names, (const herd_tensor *const *)tensors, 1, keys, values);
   for (int i = 0; i < m; i++) herd_tensor_free(tensors[i]);
   if (storage) herd_storage_release(storage);
+  free(host_copy);
   free(path);
   free(names);
   free(tensors);
@@ -898,11 +920,15 @@ static int save_state(const char *dir, herd_model *model, const herd_train_state
   herd_model_param_buffer(model, &n);
   float *v;
   float *m = herd_model_adam_moments(model, &v);
+  float *host_m = NULL, *host_v = NULL;
   herd_storage *sm = NULL, *sv = NULL;
   herd_tensor *tm = NULL, *tv = NULL;
   int64_t shape[1] = {(int64_t)n};
   char *path = join_path(dir, STATE_TENSORS_FILE);
   int status = path ? 0 : herd_seterr(HERD_ENOMEM, "%s: out of memory", STATE_TENSORS_FILE);
+  if (!status) status = host_floats(model, HERD_MODEL_ADAM_M, n, &host_m);
+  if (!status) status = host_floats(model, HERD_MODEL_ADAM_V, n, &host_v);
+  if (host_m) m = host_m, v = host_v;
   if (!status) status = herd_storage_wrap(&sm, m, n * sizeof(float), HERD_CPU, NULL, NULL);
   if (!status) status = herd_storage_wrap(&sv, v, n * sizeof(float), HERD_CPU, NULL, NULL);
   if (!status) status = herd_tensor_wrap(&tm, sm, 0, HERD_F32, 1, shape);
@@ -917,6 +943,8 @@ static int save_state(const char *dir, herd_model *model, const herd_train_state
   herd_tensor_free(tv);
   if (sm) herd_storage_release(sm);
   if (sv) herd_storage_release(sv);
+  free(host_m);
+  free(host_v);
   free(path);
   if (status) return status;
   json_t *root = json_object();
@@ -962,8 +990,6 @@ static int remove_old_shards(const char *dir) {
 
 int herd_checkpoint_save(const char *dir, herd_model *model, const herd_train_state *state) {
   if (!dir || !dir[0] || !model) return herd_seterr(HERD_EINVAL, "checkpoint_save: NULL argument");
-  int host = herd_model_require_host(model, "checkpoint_save");
-  if (host) return host;
   if (state && (state->step < 0 || state->data_position < 0))
     return herd_seterr(HERD_EINVAL, "%s: negative step or data position in the training state",
                        dir);

@@ -345,6 +345,10 @@ const char *herd_model_device(const herd_model *model) {
   return model->be->name;
 }
 
+int herd_model_on_host(const herd_model *model) {
+  return model->host;
+}
+
 int herd_model_require_host(const herd_model *model, const char *what) {
   if (model->host) return HERD_OK;
   return herd_seterr(HERD_EINVAL, "%s: runs on CPU models; this model is on %s", what,
@@ -367,15 +371,22 @@ static float *buffer_of(const herd_model *m, herd_model_buffer which, size_t *co
     case HERD_MODEL_SCORES:
       *count = m->fwd_b ? (size_t)m->fwd_scores : 0;
       return m->a.scores;
+    case HERD_MODEL_ADAM_M:
+      *count = m->n_params;
+      return m->m;
+    case HERD_MODEL_ADAM_V:
+      *count = m->n_params;
+      return m->v;
   }
   *count = 0;
   return NULL;
 }
 
-static const char *const BUFFER_NAMES[] = {"parameters", "gradients", "logits", "scores"};
+static const char *const BUFFER_NAMES[] = {"parameters", "gradients",     "logits",
+                                           "scores",     "AdamW moments", "AdamW moments"};
 
 int herd_model_read(const herd_model *model, herd_model_buffer which, float *host, size_t count) {
-  if ((unsigned)which > HERD_MODEL_SCORES)
+  if ((unsigned)which > HERD_MODEL_ADAM_V)
     return herd_seterr(HERD_EINVAL, "model_read: unknown buffer %d", (int)which);
   size_t have;
   float *src = buffer_of(model, which, &have);
@@ -386,14 +397,62 @@ int herd_model_read(const herd_model *model, herd_model_buffer which, float *hos
 }
 
 int herd_model_write(herd_model *model, herd_model_buffer which, const float *host, size_t count) {
-  if (which != HERD_MODEL_PARAMS && which != HERD_MODEL_GRADS)
-    return herd_seterr(HERD_EINVAL, "model_write: only parameters and gradients can be written");
+  if (which == HERD_MODEL_LOGITS || which == HERD_MODEL_SCORES ||
+      (unsigned)which > HERD_MODEL_ADAM_V)
+    return herd_seterr(HERD_EINVAL,
+                       "model_write: only parameters, gradients and moments can be written");
   size_t have;
   float *dst = buffer_of(model, which, &have);
   if (count != have)
     return herd_seterr(HERD_EINVAL, "model_write: %zu %s given, the model holds %zu", count,
                        BUFFER_NAMES[which], have);
   return model->be->upload(dst, host, count * sizeof(float));
+}
+
+// Copies `bytes` from `src` in one backend's memory to `dst` in another's: directly where one
+// side is the host, else through host memory a slice at a time (two devices of different kinds).
+static int copy_across(const herd_backend *to, void *dst, const herd_backend *from, const void *src,
+                       size_t bytes) {
+  if (from == &herd_cpu_backend) return to->upload(dst, src, bytes);
+  if (to == &herd_cpu_backend) return from->download(dst, src, bytes);
+  const size_t slice_bytes = (size_t)64 << 20;
+  void *staging = malloc(bytes < slice_bytes ? bytes : slice_bytes);
+  if (!staging && bytes) return herd_seterr(HERD_ENOMEM, "model_to: out of host memory");
+  int rc = HERD_OK;
+  for (size_t done = 0; done < bytes && !rc; done += slice_bytes) {
+    size_t n = bytes - done < slice_bytes ? bytes - done : slice_bytes;
+    rc = from->download(staging, (const char *)src + done, n);
+    if (!rc) rc = to->upload((char *)dst + done, staging, n);
+  }
+  free(staging);
+  return rc;
+}
+
+int herd_model_to(herd_model *model, const herd_backend *backend, int max_batch, int max_seq) {
+  if (!model || !backend) return herd_seterr(HERD_EINVAL, "model_to: NULL argument");
+  if (max_batch <= 0) max_batch = model->max_batch;
+  if (max_seq <= 0) max_seq = model->max_seq;
+  if (backend == model->be && max_batch == model->max_batch && max_seq == model->max_seq)
+    return HERD_OK;
+  herd_model *moved;
+  TRY(herd_model_new_on(&moved, &model->config, max_batch, max_seq, backend));
+  float *from[4] = {model->params, model->grads, model->m, model->v};
+  float *to[4] = {moved->params, moved->grads, moved->m, moved->v};
+  int rc = HERD_OK;
+  for (int i = 0; i < 4 && !rc; i++)
+    rc = copy_across(backend, to[i], model->be, from[i], model->n_params * sizeof(float));
+  if (rc) {
+    herd_model_free(moved);
+    return rc;
+  }
+  moved->steps = model->steps;
+  memcpy(moved->train, model->train, sizeof model->train);
+  // Swap the contents, so the caller's pointer now holds the moved model, and free the old.
+  herd_model old = *model;
+  *model = *moved;
+  *moved = old;
+  herd_model_free(moved);
+  return HERD_OK;
 }
 
 size_t herd_model_activation_bytes(const herd_model *model) {

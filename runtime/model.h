@@ -5,7 +5,7 @@
 //          herd_model_set_trainable, herd_model_forward, herd_model_logits, herd_model_scores,
 //          herd_model_backward, herd_model_zero_grad, herd_model_step, herd_model_step_count,
 //          herd_model_adam_moments, herd_model_set_step_count, herd_model_logprobs,
-//          herd_lr_cosine
+//          herd_lr_cosine, herd_model_to, herd_model_on_host
 //
 // The Llama 2 transformer (Touvron et al. 2023, section 2.2): pre-normalisation with RMSNorm,
 // SwiGLU MLP, rotary embeddings, grouped-query attention. llm.c style: every parameter lives in
@@ -96,20 +96,31 @@ void herd_model_free(herd_model *model);
 int herd_model_init(herd_model *model, uint64_t seed);
 // The backend's name ("cpu", "cuda").
 const char *herd_model_device(const herd_model *model);
+// 1 for a model in host memory (the CPU backend), else 0.
+int herd_model_on_host(const herd_model *model);
 // HERD_OK for a model in host memory; else HERD_EINVAL naming `what` and the device, for the
 // parts of herd that read the buffers directly (checkpoints, generation) and run on the CPU.
 int herd_model_require_host(const herd_model *model, const char *what);
 
-// Copies between host memory and the model's buffers on any backend: parameters, gradients
-// (n_params floats each), the last forward's logits (b*t*vocab floats) or scores (n_scores).
+// Copies between host memory and the model's buffers on any backend: parameters, gradients,
+// AdamW moments (n_params floats each; all of these can be written too), the last forward's
+// logits (b*t*vocab floats) or scores (n_scores).
 typedef enum herd_model_buffer {
   HERD_MODEL_PARAMS,
   HERD_MODEL_GRADS,
   HERD_MODEL_LOGITS,
-  HERD_MODEL_SCORES
+  HERD_MODEL_SCORES,
+  HERD_MODEL_ADAM_M,
+  HERD_MODEL_ADAM_V
 } herd_model_buffer;
 int herd_model_read(const herd_model *model, herd_model_buffer which, float *host, size_t count);
 int herd_model_write(herd_model *model, herd_model_buffer which, const float *host, size_t count);
+
+// Moves the model to `backend` with room for batches of max_batch x max_seq (0: as now):
+// parameters, gradients, AdamW moments, the step count and the frozen parts go along;
+// activations are allocated anew, so a backward needs a forward on the new backend first.
+// Nothing changes when it fails (out of device memory, say): the model stays where it was.
+int herd_model_to(herd_model *model, const herd_backend *backend, int max_batch, int max_seq);
 
 const herd_model_config *herd_model_get_config(const herd_model *model);
 // The parameter and gradient buffers (n floats each) and their slices.

@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "backend.h"
+#include "checkpoint.h"
 #include "error.h"
 #include "gradcheck.h"
 #include "model.h"
@@ -779,6 +782,287 @@ Test(model, read_and_write_copy_the_buffers) {
   cr_expect(strstr(herd_errmsg(), "parameters given"), "%s", herd_errmsg());
   cr_expect_eq(herd_model_write(m, HERD_MODEL_LOGITS, copy, 1), HERD_EINVAL);
   free(copy);
+  herd_model_free(m);
+}
+
+// ---------------------------------------------------------------- backends
+
+// "staged": the CPU's kernels behind a table of their own, so the model treats its memory as a
+// device's (batches staged into device slots, results downloaded, herd_model_to copying) while
+// the arithmetic, and so every bit, stays the CPU's. Kernels that read batch arrays check that
+// each one lies in memory this backend allocated: a host array passed through unstaged fails.
+enum { MAX_STAGED_BLOCKS = 64 };
+static struct {
+  const char *ptr;
+  size_t bytes;
+} staged_blocks[MAX_STAGED_BLOCKS];
+static int staged_allocs_left = -1;  // >= 0: allocations that succeed before one fails
+
+static int staged_alloc(void **ptr, size_t bytes) {
+  *ptr = NULL;
+  if (staged_allocs_left == 0) return herd_seterr(HERD_ENOMEM, "staged: out of device memory");
+  if (staged_allocs_left > 0) staged_allocs_left--;
+  int rc = herd_cpu_backend.alloc(ptr, bytes);
+  for (int i = 0; !rc && *ptr && i < MAX_STAGED_BLOCKS; i++)
+    if (!staged_blocks[i].ptr) {
+      staged_blocks[i].ptr = *ptr, staged_blocks[i].bytes = bytes;
+      return HERD_OK;
+    }
+  return rc;
+}
+
+static void staged_release(void *ptr) {
+  for (int i = 0; i < MAX_STAGED_BLOCKS; i++)
+    if (staged_blocks[i].ptr == ptr) staged_blocks[i].ptr = NULL;
+  herd_cpu_backend.release(ptr);
+}
+
+static void expect_on_device(const void *p, const char *what) {
+  if (!p) return;
+  for (int i = 0; i < MAX_STAGED_BLOCKS; i++)
+    if (staged_blocks[i].ptr && (const char *)p >= staged_blocks[i].ptr &&
+        (const char *)p < staged_blocks[i].ptr + staged_blocks[i].bytes)
+      return;
+  cr_expect(0, "%s (%p) is host memory, not the backend's", what, p);
+}
+
+static int staged_embedding_forward(float *out, const int32_t *tok, const float *table, int n,
+                                    int vocab, int c) {
+  expect_on_device(tok, "embedding tokens");
+  return herd_cpu_backend.embedding_forward(out, tok, table, n, vocab, c);
+}
+static int staged_embedding_backward(float *dtable, const float *dout, const int32_t *tok, int n,
+                                     int c) {
+  expect_on_device(tok, "embedding_backward tokens");
+  return herd_cpu_backend.embedding_backward(dtable, dout, tok, n, c);
+}
+static int staged_rope_forward(float *out, const float *inp, const int32_t *pos, int n, int heads,
+                               int head_dim, float theta) {
+  expect_on_device(pos, "rope positions");
+  return herd_cpu_backend.rope_forward(out, inp, pos, n, heads, head_dim, theta);
+}
+static int staged_rope_backward(float *dinp, const float *dout, const int32_t *pos, int n,
+                                int heads, int head_dim, float theta) {
+  expect_on_device(pos, "rope_backward positions");
+  return herd_cpu_backend.rope_backward(dinp, dout, pos, n, heads, head_dim, theta);
+}
+static int staged_attention_forward(float *out, float *lse, const float *q, const float *k,
+                                    const float *v, const int32_t *seg, int b, int t, int h,
+                                    int kvh, int d) {
+  expect_on_device(seg, "attention segments");
+  return herd_cpu_backend.attention_forward(out, lse, q, k, v, seg, b, t, h, kvh, d);
+}
+static int staged_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                                     const float *q, const float *k, const float *v,
+                                     const float *out, const float *lse, const int32_t *seg, int b,
+                                     int t, int h, int kvh, int d) {
+  expect_on_device(seg, "attention_backward segments");
+  return herd_cpu_backend.attention_backward(dq, dk, dv, dout, q, k, v, out, lse, seg, b, t, h, kvh,
+                                             d);
+}
+static int staged_weighted_nll(float *losses, float *dlogits, const float *logits,
+                               const int32_t *tgt, const float *w, float dloss, int n, int v) {
+  expect_on_device(tgt, "nll targets");
+  expect_on_device(w, "nll weights");
+  return herd_cpu_backend.weighted_nll(losses, dlogits, logits, tgt, w, dloss, n, v);
+}
+static int staged_scalar_head_forward(float *out, const float *hidden, const float *weight,
+                                      float bias, const int32_t *pos, int p, int n, int c) {
+  expect_on_device(pos, "score positions");
+  return herd_cpu_backend.scalar_head_forward(out, hidden, weight, bias, pos, p, n, c);
+}
+static int staged_scalar_head_backward(float *dhidden, float *dweight, float *dbias,
+                                       const float *dout, const float *hidden, const float *weight,
+                                       const int32_t *pos, int p, int c) {
+  expect_on_device(pos, "score_backward positions");
+  expect_on_device(dout, "dscores");
+  return herd_cpu_backend.scalar_head_backward(dhidden, dweight, dbias, dout, hidden, weight, pos,
+                                               p, c);
+}
+
+static herd_backend staged_backend(void) {
+  herd_backend be = herd_cpu_backend;
+  be.name = "staged";
+  be.alloc = staged_alloc;
+  be.release = staged_release;
+  be.embedding_forward = staged_embedding_forward;
+  be.embedding_backward = staged_embedding_backward;
+  be.rope_forward = staged_rope_forward;
+  be.rope_backward = staged_rope_backward;
+  be.attention_forward = staged_attention_forward;
+  be.attention_backward = staged_attention_backward;
+  be.weighted_nll = staged_weighted_nll;
+  be.scalar_head_forward = staged_scalar_head_forward;
+  be.scalar_head_backward = staged_scalar_head_backward;
+  return be;
+}
+
+// Parameters (or moments) of a model on any backend, as a malloc'd host copy.
+static float *read_all(const herd_model *m, herd_model_buffer which) {
+  size_t n = herd_model_param_count(herd_model_get_config(m));
+  float *host = malloc(n * sizeof(float));
+  cr_assert_eq(herd_model_read(m, which, host, n), HERD_OK, "%s", herd_errmsg());
+  return host;
+}
+
+static void expect_same_buffers(const herd_model *a, const herd_model *b, const char *when) {
+  size_t n = herd_model_param_count(herd_model_get_config(a));
+  herd_model_buffer which[4] = {HERD_MODEL_PARAMS, HERD_MODEL_GRADS, HERD_MODEL_ADAM_M,
+                                HERD_MODEL_ADAM_V};
+  for (int i = 0; i < 4; i++) {
+    float *x = read_all(a, which[i]), *y = read_all(b, which[i]);
+    cr_expect(memcmp(x, y, n * sizeof(float)) == 0, "%s: buffer %d differs", when, i);
+    free(x), free(y);
+  }
+  cr_expect_eq(herd_model_step_count(a), herd_model_step_count(b), "%s: step count", when);
+}
+
+// forward + backward + step on a model; the loss, and the logits and scores as read back.
+static float train_once(herd_model *m, const herd_batch *bt, float *logits, float *scores) {
+  float loss = 0;
+  herd_model_zero_grad(m);
+  cr_assert_eq(herd_model_forward(m, bt, &loss), HERD_OK, "%s", herd_errmsg());
+  int v = herd_model_get_config(m)->vocab_size;
+  cr_assert_eq(herd_model_read(m, HERD_MODEL_LOGITS, logits, (size_t)bt->b * bt->t * v), HERD_OK);
+  cr_assert_eq(herd_model_read(m, HERD_MODEL_SCORES, scores, (size_t)bt->n_scores), HERD_OK);
+  cr_assert_eq(herd_model_backward(m, bt), HERD_OK, "%s", herd_errmsg());
+  cr_assert_eq(herd_model_step(m, &adam, NULL), HERD_OK, "%s", herd_errmsg());
+  return loss;
+}
+
+Test(model, a_staged_backend_trains_bit_for_bit_like_the_cpu) {
+  herd_model_config cfg = tiny_config();
+  herd_backend staged = staged_backend();
+  herd_model *cpu, *dev;
+  cr_assert_eq(herd_model_new(&cpu, &cfg, B, 8), HERD_OK);
+  cr_assert_eq(herd_model_new_on(&dev, &cfg, B, 8, &staged), HERD_OK);
+  cr_expect_str_eq(herd_model_device(dev), "staged");
+  cr_expect_not(herd_model_on_host(dev));
+  cr_assert_eq(herd_model_init(cpu, 21), HERD_OK);
+  cr_assert_eq(herd_model_init(dev, 21), HERD_OK);
+  expect_same_buffers(cpu, dev, "after init");
+  herd_batch full = test_batch(cfg.vocab_size), plain = full;
+  plain.positions = plain.segments = NULL, plain.weights = NULL, plain.loss_scale = 0;
+  const herd_batch *batches[2] = {&full, &plain};  // given arrays, then the defaults
+  float logits[2][N * 19], scores[2][P];
+  for (int step = 0; step < 4; step++) {
+    const herd_batch *bt = batches[step % 2];
+    float a = train_once(cpu, bt, logits[0], scores[0]);
+    float b = train_once(dev, bt, logits[1], scores[1]);
+    cr_expect_eq(a, b, "step %d: loss %.9g vs %.9g", step, (double)a, (double)b);
+    cr_expect(memcmp(logits[0], logits[1], sizeof logits[0]) == 0, "step %d: logits", step);
+    cr_expect(memcmp(scores[0], scores[1], sizeof scores[0]) == 0, "step %d: scores", step);
+  }
+  expect_same_buffers(cpu, dev, "after 4 steps");
+  float lp[2][N];
+  cr_assert_eq(herd_model_logprobs(cpu, &full, lp[0]), HERD_OK);
+  cr_assert_eq(herd_model_logprobs(dev, &full, lp[1]), HERD_OK, "%s", herd_errmsg());
+  cr_expect(memcmp(lp[0], lp[1], sizeof lp[0]) == 0, "logprobs");
+  herd_model_free(cpu);
+  herd_model_free(dev);
+}
+
+Test(model, to_moves_weights_moments_steps_and_frozen_parts) {
+  herd_model_config cfg = tiny_config();
+  herd_backend staged = staged_backend();
+  herd_model *m, *twin;
+  cr_assert_eq(herd_model_new(&m, &cfg, B, 8), HERD_OK);
+  cr_assert_eq(herd_model_new(&twin, &cfg, B, 8), HERD_OK);
+  herd_model_init(m, 3);
+  herd_model_init(twin, 3);
+  herd_batch bt = test_batch(cfg.vocab_size);
+  float logits[N * 19], scores[P];
+  herd_model_set_trainable(m, 1, 0, 1);  // the LM head frozen, on both
+  herd_model_set_trainable(twin, 1, 0, 1);
+  train_once(m, &bt, logits, scores);
+  train_once(twin, &bt, logits, scores);
+  cr_assert_eq(herd_model_to(m, &staged, 0, 0), HERD_OK, "%s", herd_errmsg());
+  cr_expect_str_eq(herd_model_device(m), "staged");
+  expect_same_buffers(m, twin, "after the move");
+  for (int step = 0; step < 2; step++) {  // training goes on where it was, frozen head included
+    float a = train_once(m, &bt, logits, scores), b = train_once(twin, &bt, logits, scores);
+    cr_expect_eq(a, b, "step %d after the move", step);
+  }
+  expect_same_buffers(m, twin, "trained on the staged backend");
+  // Back to the host with room for bigger batches; a backward needs a new forward first.
+  cr_assert_eq(herd_model_to(m, &herd_cpu_backend, B + 1, 12), HERD_OK);
+  cr_expect(herd_model_on_host(m));
+  cr_expect_eq(herd_model_backward(m, &bt), HERD_ESTATE, "the activations did not move");
+  expect_same_buffers(m, twin, "back on the cpu");
+  herd_batch wide = {.b = B + 1, .t = 12, .tokens = (int32_t[36]){0}};
+  cr_expect_eq(herd_model_forward(m, &wide, NULL), HERD_OK, "%s", herd_errmsg());
+  herd_model_free(m);
+  herd_model_free(twin);
+}
+
+Test(model, a_failed_move_leaves_the_model_where_it_was) {
+  herd_model_config cfg = tiny_config();
+  herd_backend staged = staged_backend();
+  herd_model *m;
+  cr_assert_eq(herd_model_new(&m, &cfg, B, 8), HERD_OK);
+  herd_model_init(m, 4);
+  float *before = read_all(m, HERD_MODEL_PARAMS);
+  for (int allowed = 0; allowed < 4; allowed++) {  // out of memory at each of the buffers
+    staged_allocs_left = allowed;
+    cr_expect_eq(herd_model_to(m, &staged, 0, 0), HERD_ENOMEM, "fails after %d", allowed);
+    staged_allocs_left = -1;
+    cr_expect(strstr(herd_errmsg(), "out of memory"), "%s", herd_errmsg());
+    cr_expect_str_eq(herd_model_device(m), "cpu");
+  }
+  for (int i = 0; i < MAX_STAGED_BLOCKS; i++) cr_expect_null(staged_blocks[i].ptr, "leaked");
+  float *after = read_all(m, HERD_MODEL_PARAMS);
+  size_t n = herd_model_param_count(&cfg);
+  cr_expect(memcmp(before, after, n * sizeof(float)) == 0);
+  herd_batch bt = test_batch(cfg.vocab_size);
+  cr_expect_eq(herd_model_forward(m, &bt, NULL), HERD_OK);
+  free(before), free(after);
+  herd_model_free(m);
+}
+
+// The bytes of a file, malloc'd.
+static char *slurp(const char *path, size_t *size) {
+  FILE *f = fopen(path, "rb");
+  cr_assert_not_null(f, "%s", path);
+  fseek(f, 0, SEEK_END);
+  *size = (size_t)ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *bytes = malloc(*size + 1);
+  cr_assert_eq(fread(bytes, 1, *size, f), *size);
+  fclose(f);
+  return bytes;
+}
+
+Test(model, checkpoints_save_from_device_memory) {
+  herd_model_config cfg = tiny_config();
+  herd_backend staged = staged_backend();
+  herd_model *m;
+  cr_assert_eq(herd_model_new(&m, &cfg, B, 8), HERD_OK);
+  herd_model_init(m, 8);
+  herd_batch bt = test_batch(cfg.vocab_size);
+  float logits[N * 19], scores[P];
+  train_once(m, &bt, logits, scores);
+  char dir[] = "/tmp/herd-model-test-XXXXXX";
+  cr_assert_not_null(mkdtemp(dir));
+  char host_dir[64], device_dir[64];
+  snprintf(host_dir, sizeof host_dir, "%s/host", dir);
+  snprintf(device_dir, sizeof device_dir, "%s/device", dir);
+  herd_train_state state = {herd_model_step_count(m), 5, 6, 7};
+  cr_assert_eq(herd_checkpoint_save(host_dir, m, &state), HERD_OK, "%s", herd_errmsg());
+  cr_assert_eq(herd_model_to(m, &staged, 0, 0), HERD_OK);
+  cr_assert_eq(herd_checkpoint_save(device_dir, m, &state), HERD_OK, "%s", herd_errmsg());
+  const char *files[] = {"model.safetensors", "config.json", "training_state.safetensors",
+                         "training_state.json"};
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    char a_path[128], b_path[128];
+    snprintf(a_path, sizeof a_path, "%s/%s", host_dir, files[i]);
+    snprintf(b_path, sizeof b_path, "%s/%s", device_dir, files[i]);
+    size_t a_size, b_size;
+    char *a = slurp(a_path, &a_size), *b = slurp(b_path, &b_size);
+    cr_expect(a_size == b_size && memcmp(a, b, a_size) == 0, "%s differs", files[i]);
+    free(a), free(b);
+    remove(a_path), remove(b_path);
+  }
+  rmdir(host_dir), rmdir(device_dir), rmdir(dir);
   herd_model_free(m);
 }
 

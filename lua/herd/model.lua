@@ -6,6 +6,7 @@
 --                                  { lr = 3e-4 })
 --   local samples = m:generate{ prompts = {{1, 5, 9}}, k = 4, temperature = 0.8, max_new = 32 }
 --   m:save("ckpt/toy")                     -- a Hugging Face directory; herd.model.load reads it
+--   m:to("cuda")                           -- moves it to the GPU (m:device() says where it is)
 local core = require "herd.model_core"
 local tensor = require "herd.tensor"
 
@@ -27,17 +28,36 @@ local function random_seed()
   return math.random(0, 2147483647)
 end
 
--- herd.model.new(config, { batch = 8, seq = config.max_seq_len, seed = ... })
+local function check_device(device, who)
+  if device ~= nil and type(device) ~= "string" then
+    error(who .. ": device must be a string (\"cpu\" or \"cuda\")", 3)
+  end
+end
+
+local new_options = { batch = true, seq = true, seed = true, device = true }
+
+-- herd.model.new(config, { batch = 8, seq = config.max_seq_len, seed = ..., device = "cpu" })
+-- device = "cuda" puts parameters, gradients, moments and activations on the GPU; the initial
+-- weights are the same bits on either device for the same seed.
 function M.new(config, opts)
   opts = opts or {}
   if type(config) ~= "table" then error("herd.model.new: expected a config table", 2) end
+  for key in pairs(opts) do
+    if not new_options[key] then
+      error("herd.model.new: unknown option '" .. tostring(key) .. "'", 2)
+    end
+  end
+  check_device(opts.device, "herd.model.new")
   return core.new(config, opts.batch or 8, opts.seq or config.max_seq_len or 0,
-    opts.seed or random_seed())
+    opts.seed or random_seed(), opts.device)
 end
 
-local load_options = { batch = true, seq = true, head = true, seed = true, score_scale = true }
+local load_options = {
+  batch = true, seq = true, head = true, seed = true, score_scale = true, device = true,
+}
 
--- herd.model.load(dir, { batch =, seq =, head = "lm" | "scalar", seed = 0, score_scale = 1 })
+-- herd.model.load(dir, { batch =, seq =, head = "lm" | "scalar", seed = 0, score_scale = 1,
+--                       device = "cpu" })
 -- -> model, training state (or nil)
 -- head = "lm" (the default) keeps the heads the checkpoint has. head = "scalar" makes a reward
 -- model from a chat checkpoint (Llama 2 section 3.2.2): lm_head.weight is dropped and
@@ -65,7 +85,9 @@ function M.load(dir, opts)
   if opts.score_scale ~= nil and not (type(opts.score_scale) == "number" and opts.score_scale >= 0) then
     error("herd.model.load: score_scale must be a number >= 0", 2)
   end
-  return core.load(dir, opts.batch or 8, opts.seq or 0, head, opts.seed or 0, opts.score_scale or 1)
+  check_device(opts.device, "herd.model.load")
+  return core.load(dir, opts.batch or 8, opts.seq or 0, head, opts.seed or 0, opts.score_scale or 1,
+    opts.device)
 end
 
 local function to_tensor(value, dtype)
@@ -127,6 +149,10 @@ end
 -- -> { { tokens =, logprobs =, prompt = p, sample = j, seed = s }, ... }
 function methods:generate(opts)
   local prompts = opts.prompts or error("generate: prompts is required", 2)
+  if self:device() ~= "cpu" then
+    error(string.format("generate: the KV-cache decoder runs on the CPU; this model is on %s " ..
+      "(m:to(\"cpu\") moves it)", self:device()), 2)
+  end
   local k = opts.k or 1
   local n = #prompts * k
   local seeds = opts.seeds
@@ -148,8 +174,9 @@ end
 function core.metatable.__tostring(m)
   local count = m:params()
   local c = m:config()
-  return string.format("herd.Model (dim %d, %d layers, %d heads, %d kv heads, vocab %d; %.2fM params)",
-    c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, count / 1e6)
+  return string.format(
+    "herd.Model (dim %d, %d layers, %d heads, %d kv heads, vocab %d; %.2fM params; %s)",
+    c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, count / 1e6, m:device())
 end
 
 return M

@@ -148,4 +148,71 @@ t.test("a reward model saves as LlamaForSequenceClassification and loads back id
     util.cleanup()
   end)
 
+t.test("devices: a model says where it is; unknown and missing devices are named", function()
+  local m = herd.model.new(config, { batch = 2, seed = 1, device = "cpu" })
+  t.eq(m:device(), "cpu")
+  t.match(tostring(m), "; cpu%)")
+  t.eq(m:to("cpu"), m, "to() returns the model")
+  t.raises(function() herd.model.new(config, { device = "tpu" }) end,
+    "device 'tpu': unknown %(use \"cpu\" or \"cuda\"%)")
+  t.raises(function() m:to("tpu") end, "device 'tpu': unknown")
+  t.raises(function() herd.model.new(config, { device = 1 }) end, "device must be a string")
+  t.raises(function() herd.model.new(config, { batch = 2, sed = 1 }) end,
+    "unknown option 'sed'")
+  t.raises(function() herd.model.load(fixture, { device = "tpu" }) end, "device 'tpu'")
+  local core = require "herd.core"
+  if not core.build.cuda then
+    t.raises(function() m:to("cuda") end, "device 'cuda': this herd was built without CUDA")
+  elseif core.cuda_device_count() == 0 then
+    t.raises(function() m:to("cuda") end, "device 'cuda': no CUDA device is visible")
+  end
+  t.eq(m:device(), "cpu", "a failed move leaves the model where it was")
+  t.eq(m:forward(batch), herd.model.new(config, { batch = 2, seed = 1 }):forward(batch))
+end)
+
+local function has_gpu()
+  local core = require "herd.core"
+  return core.build.cuda and core.cuda_device_count() > 0
+end
+
+local function max_relative_difference(a, b)
+  local worst = 0
+  for i = 1, #a do
+    worst = math.max(worst, math.abs(a[i] - b[i]) / math.max(math.abs(b[i]), 1e-3))
+  end
+  return worst
+end
+
+if not has_gpu() then
+  t.skip("cuda: training steps, m:to and checkpoints match the CPU", "no GPU")
+else
+  t.test("cuda: training steps, m:to and checkpoints match the CPU", function()
+    local cpu = herd.model.new(config, { batch = 2, seed = 9 })
+    local gpu = herd.model.new(config, { batch = 2, seed = 9, device = "cuda" })
+    t.eq(gpu:device(), "cuda")
+    -- Step 1's loss is computed from identical weights (f32: 1e-5). Later steps start from
+    -- weights AdamW moved by lr * m / sqrt(v), where a gradient element near 0 may take either
+    -- sign on either device: 1e-3 (t/cuda_model_test.c checks one step element by element).
+    for step = 1, 3 do
+      local a = cpu:step(batch, { lr = 1e-3 })
+      local b = gpu:step(batch, { lr = 1e-3 })
+      t.near(b, a, (step == 1 and 1e-5 or 1e-3) * a, "loss at step " .. step)
+    end
+    local logits_cpu = cpu:logits(batch):totable()
+    gpu:forward(batch)
+    t.ok(max_relative_difference(gpu:logits(batch):totable()[1][1], logits_cpu[1][1]) < 1e-4,
+      "logits")
+    local dir = util.tmpdir()
+    gpu:save(dir .. "/gpu", { rng_seed = 1 })  -- saved from device memory
+    local back = herd.model.load(dir .. "/gpu", { batch = 2 })
+    t.eq(back:step_count(), 3)
+    t.eq(back:forward(batch), gpu:to("cpu"):forward(batch), "the saved weights are the GPU's")
+    t.eq(gpu:device(), "cpu")
+    local moved = herd.model.load(dir .. "/gpu", { batch = 2, device = "cuda" })
+    t.eq(moved:device(), "cuda")
+    t.near(moved:forward(batch), back:forward(batch), 1e-5 * back:forward(batch))
+    util.cleanup()
+  end)
+end
+
 t.done()
