@@ -176,6 +176,21 @@ static int model_to(lua_State *L) {
   return 1;
 }
 
+// m:set_precision("bf16" | "f32") -> m (matmuls in bf16 with f32 master weights, or all f32)
+static int model_set_precision(lua_State *L) {
+  static const char *const names[] = {"f32", "bf16", NULL};
+  model_box *box = check_model(L);
+  int bf16 = luaL_checkoption(L, 2, NULL, names) == 1;
+  HERD_LUA_CHECK(L, herd_model_set_precision(box->model, bf16 ? HERD_BF16 : HERD_F32));
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int model_precision(lua_State *L) {
+  lua_pushstring(L, herd_dtype_name(herd_model_precision(check_model(L)->model)));
+  return 1;
+}
+
 static int model_device(lua_State *L) {
   lua_pushstring(L, herd_model_device(check_model(L)->model));
   return 1;
@@ -578,6 +593,8 @@ int luaopen_herd_model_core(lua_State *L) {
                                      {"_generate", model_generate},
                                      {"to", model_to},
                                      {"device", model_device},
+                                     {"set_precision", model_set_precision},
+                                     {"precision", model_precision},
                                      {"close", model_gc},
                                      {NULL, NULL}};
   static const luaL_Reg functions[] = {

@@ -34,6 +34,23 @@ static int cuda_adamw(float *params, const float *grads, float *m, float *v,
   return herd_cuda_adamw(params, grads, m, v, device_ranges, n_ranges, opt, step, clip);
 }
 
+// The linear layer on bf16 operands (cuBLASLt, f32 accumulation), with the index mapping of
+// herd_cuda_linear_forward/backward.
+static int cuda_linear_forward_bf16(float *out, const uint16_t *inp, const uint16_t *weight, int n,
+                                    int c, int oc) {
+  return herd_cuda_matmul_bf16(out, HERD_F32, inp, weight, n, oc, c, 0, 1, 1.0f, 0.0f);
+}
+
+static int cuda_linear_backward_bf16(float *dinp, float *dweight, const uint16_t *dout,
+                                     const uint16_t *inp, const uint16_t *weight, int n, int c,
+                                     int oc) {
+  int rc = HERD_OK;
+  if (dinp) rc = herd_cuda_matmul_bf16(dinp, HERD_F32, dout, weight, n, c, oc, 0, 0, 1.0f, 1.0f);
+  if (dweight && !rc)
+    rc = herd_cuda_matmul_bf16(dweight, HERD_F32, dout, inp, oc, c, n, 1, 0, 1.0f, 1.0f);
+  return rc;
+}
+
 static const herd_backend cuda_backend = {
     .name = "cuda",
     .alloc = cuda_alloc,
@@ -59,6 +76,9 @@ static const herd_backend cuda_backend = {
     .scalar_head_backward = herd_cuda_scalar_head_backward,
     .sum = herd_cuda_sum,
     .global_norm = herd_cuda_global_norm,
+    .to_bf16 = herd_cuda_f32_to_bf16,
+    .linear_forward_bf16 = cuda_linear_forward_bf16,
+    .linear_backward_bf16 = cuda_linear_backward_bf16,
     .adamw = cuda_adamw,
 };
 

@@ -65,6 +65,17 @@ typedef struct herd_backend {
   int (*sum)(double *out, const float *a, int64_t n);
   // *norm = sqrt(sum of squares) over `count` arrays (global-norm clipping).
   int (*global_norm)(double *norm, const float *const *arrays, const int64_t *lengths, int count);
+  // Mixed precision (herd_model_set_precision with HERD_BF16): matmuls read bf16 copies of
+  // their operands (raw uint16_t bits) and accumulate products in f32; everything else stays
+  // f32. to_bf16 rounds to nearest even (herd_f32_to_bf16). A product of two bf16 values is
+  // exact in f32, so devices differ only in the order of the f32 sums.
+  int (*to_bf16)(uint16_t *out, const float *in, int64_t n);
+  // out(N,OC) = inp(N,C) @ weight(OC,C)^T.
+  int (*linear_forward_bf16)(float *out, const uint16_t *inp, const uint16_t *weight, int n, int c,
+                             int oc);
+  // dinp(N,C) += dout(N,OC) @ weight; dweight(OC,C) += dout^T @ inp (NULL skips; f32 results).
+  int (*linear_backward_bf16)(float *dinp, float *dweight, const uint16_t *dout,
+                              const uint16_t *inp, const uint16_t *weight, int n, int c, int oc);
   // One AdamW update of the ranges of the flat buffers, gradients scaled by clip; step counts
   // from 1 (the step being taken). herd_model_step checks the settings and computes clip.
   int (*adamw)(float *params, const float *grads, float *m, float *v,

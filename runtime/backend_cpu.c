@@ -8,6 +8,7 @@
 #include "backend.h"
 #include "error.h"
 #include "ops.h"
+#include "tensor.h"
 #include "threads.h"
 
 static int cpu_alloc(void **ptr, size_t bytes) {
@@ -58,6 +59,42 @@ static int cpu_linear_backward(float *dinp, float *dweight, float *dbias, const 
                                const float *inp, const float *weight, int n, int c, int oc) {
   herd_cpu_linear_backward(dinp, dweight, dbias, dout, inp, weight, n, c, oc);
   return HERD_OK;
+}
+
+// The CPU's bf16 matmuls widen the operands back to f32 (exactly) and run the f32 kernels: a
+// reference for the GPU's bf16 path, not a fast path.
+static int cpu_to_bf16(uint16_t *out, const float *in, int64_t n) {
+  for (int64_t i = 0; i < n; i++) out[i] = herd_f32_to_bf16(in[i]);
+  return HERD_OK;
+}
+
+// A malloc'd f32 copy of n bf16 values (NULL: out of memory, reported).
+static float *widen(const uint16_t *in, size_t n) {
+  float *out = malloc((n ? n : 1) * sizeof *out);
+  if (!out) {
+    herd_seterr(HERD_ENOMEM, "bf16 matmul: out of memory (%zu floats)", n);
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++) out[i] = herd_bf16_to_f32(in[i]);
+  return out;
+}
+
+static int cpu_linear_forward_bf16(float *out, const uint16_t *inp, const uint16_t *weight, int n,
+                                   int c, int oc) {
+  float *x = widen(inp, (size_t)n * c), *w = x ? widen(weight, (size_t)oc * c) : NULL;
+  if (w) herd_cpu_linear_forward(out, x, w, NULL, n, c, oc);
+  free(x), free(w);
+  return w ? HERD_OK : HERD_ENOMEM;
+}
+
+static int cpu_linear_backward_bf16(float *dinp, float *dweight, const uint16_t *dout,
+                                    const uint16_t *inp, const uint16_t *weight, int n, int c,
+                                    int oc) {
+  float *d = widen(dout, (size_t)n * oc), *x = d ? widen(inp, (size_t)n * c) : NULL;
+  float *w = x ? widen(weight, (size_t)oc * c) : NULL;
+  if (w) herd_cpu_linear_backward(dinp, dweight, NULL, d, x, w, n, c, oc);
+  free(d), free(x), free(w);
+  return w ? HERD_OK : HERD_ENOMEM;
 }
 
 static int cpu_rope_forward(float *out, const float *inp, const int32_t *positions, int n,
@@ -171,5 +208,8 @@ const herd_backend herd_cpu_backend = {
     .scalar_head_backward = cpu_scalar_head_backward,
     .sum = cpu_sum,
     .global_norm = cpu_global_norm,
+    .to_bf16 = cpu_to_bf16,
+    .linear_forward_bf16 = cpu_linear_forward_bf16,
+    .linear_backward_bf16 = cpu_linear_backward_bf16,
     .adamw = cpu_adamw,
 };

@@ -91,10 +91,18 @@ struct herd_model {
   float *input_floats;  // (N) dscores
   void *host_inputs;    // (N) int32 or float scratch
   int host;             // the backend works on host memory (the CPU)
-  int fwd_b, fwd_t;     // shape of the last forward usable by backward (0: none)
-  int fwd_targets;      // the last forward had targets
-  int fwd_scores;       // and this many scores
-  float fwd_scale;      // its effective loss scale
+  // Mixed precision (herd_model_set_precision): the matmuls read bf16 copies of the weights and
+  // of their activation operands; master weights, gradients, moments and the rest stay f32.
+  int bf16;
+  uint16_t *params16;        // (n_params) the weights rounded, refreshed when stale
+  int params16_stale;        // params may have changed since params16 was made
+  uint16_t *in16, *dout16;   // (N x widest) matmul operands rounded for one call
+  const float *in16_source;  // in16 holds this array rounded (count floats): q/k/v share ln1
+  size_t in16_count;
+  int fwd_b, fwd_t;  // shape of the last forward usable by backward (0: none)
+  int fwd_targets;   // the last forward had targets
+  int fwd_scores;    // and this many scores
+  float fwd_scale;   // its effective loss scale
 };
 
 // ---------------------------------------------------------------- config
@@ -275,8 +283,9 @@ int herd_model_new_on(herd_model **out, const herd_model_config *config, int max
 
 void herd_model_free(herd_model *model) {
   if (!model) return;
-  void *buffers[] = {model->params,     model->grads,  model->m,           model->v,
-                     model->act_memory, model->inputs, model->input_floats};
+  void *buffers[] = {
+      model->params, model->grads,        model->m,        model->v,    model->act_memory,
+      model->inputs, model->input_floats, model->params16, model->in16, model->dout16};
   for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++)
     if (buffers[i]) model->be->release(buffers[i]);
   free(model->host_inputs);
@@ -303,6 +312,7 @@ int herd_model_init(herd_model *model, uint64_t seed) {
   size_t bytes = model->n_params * sizeof(float);
   model->steps = 0;
   model->fwd_b = 0;
+  model->params16_stale = 1;
   if (model->host) {
     initial_values(model, model->params, seed);
   } else {  // drawn on the host (the same Philox streams), then copied
@@ -327,6 +337,7 @@ const herd_model_config *herd_model_get_config(const herd_model *model) {
 
 float *herd_model_param_buffer(herd_model *model, size_t *n) {
   if (n) *n = model->n_params;
+  model->params16_stale = 1;  // the caller may write through the pointer
   return model->params;
 }
 
@@ -337,6 +348,7 @@ float *herd_model_grad_buffer(herd_model *model, size_t *n) {
 
 void herd_model_param_slices(herd_model *model, herd_model_params *params,
                              herd_model_params *grads) {
+  if (params) model->params16_stale = 1;
   if (params) *params = model->p;
   if (grads) *grads = model->g;
 }
@@ -406,6 +418,7 @@ int herd_model_write(herd_model *model, herd_model_buffer which, const float *ho
   if (count != have)
     return herd_seterr(HERD_EINVAL, "model_write: %zu %s given, the model holds %zu", count,
                        BUFFER_NAMES[which], have);
+  if (which == HERD_MODEL_PARAMS) model->params16_stale = 1;
   return model->be->upload(dst, host, count * sizeof(float));
 }
 
@@ -445,6 +458,11 @@ int herd_model_to(herd_model *model, const herd_backend *backend, int max_batch,
     herd_model_free(moved);
     return rc;
   }
+  if (!rc && model->bf16) rc = herd_model_set_precision(moved, HERD_BF16);
+  if (rc) {
+    herd_model_free(moved);
+    return rc;
+  }
   moved->steps = model->steps;
   memcpy(moved->train, model->train, sizeof model->train);
   // Swap the contents, so the caller's pointer now holds the moved model, and free the old.
@@ -453,6 +471,52 @@ int herd_model_to(herd_model *model, const herd_backend *backend, int max_batch,
   *moved = old;
   herd_model_free(moved);
   return HERD_OK;
+}
+
+// The widest matmul operand, in elements per row: inputs (C or F), output gradients (C, KVD, F
+// or V).
+static size_t widest_operand(const herd_model_config *c) {
+  size_t widest = (size_t)c->dim > (size_t)c->hidden_dim ? (size_t)c->dim : (size_t)c->hidden_dim;
+  if (c->lm_head && (size_t)c->vocab_size > widest) widest = (size_t)c->vocab_size;
+  return widest;
+}
+
+int herd_model_set_precision(herd_model *model, herd_dtype compute) {
+  if (compute != HERD_F32 && compute != HERD_BF16)
+    return herd_seterr(HERD_EINVAL,
+                       "model_set_precision: %s is not a compute precision (f32, bf16)",
+                       herd_dtype_name(compute));
+  int want = compute == HERD_BF16;
+  if (want == model->bf16) return HERD_OK;
+  const herd_backend *be = model->be;
+  if (!want) {
+    be->release(model->params16), be->release(model->in16), be->release(model->dout16);
+    model->params16 = model->in16 = model->dout16 = NULL;
+    model->bf16 = 0;
+    return HERD_OK;
+  }
+  size_t rows = (size_t)model->max_batch * model->max_seq;
+  size_t operand = rows * widest_operand(&model->config) * sizeof(uint16_t);
+  uint16_t *params16 = NULL, *in16 = NULL, *dout16 = NULL;
+  int rc = be->alloc((void **)&params16, model->n_params * sizeof(uint16_t));
+  if (!rc) rc = be->alloc((void **)&in16, operand);
+  if (!rc) rc = be->alloc((void **)&dout16, operand);
+  if (rc) {
+    if (params16) be->release(params16);
+    if (in16) be->release(in16);
+    return herd_seterr(HERD_ENOMEM,
+                       "model_set_precision: out of memory for bf16 copies (%zu bytes)",
+                       model->n_params * sizeof(uint16_t) + 2 * operand);
+  }
+  model->params16 = params16, model->in16 = in16, model->dout16 = dout16;
+  model->bf16 = 1;
+  model->params16_stale = 1;
+  model->fwd_b = 0;  // a backward must follow a forward in the same precision
+  return HERD_OK;
+}
+
+herd_dtype herd_model_precision(const herd_model *model) {
+  return model->bf16 ? HERD_BF16 : HERD_F32;
 }
 
 size_t herd_model_activation_bytes(const herd_model *model) {
@@ -583,6 +647,51 @@ static int stage_batch(herd_model *m, const herd_batch *bt, int logprob_weights,
   return rc;
 }
 
+// ---------------------------------------------------------------- matmuls in either precision
+
+// The bf16 copy of `weight` (a slice of the parameter buffer).
+static const uint16_t *weight16(const herd_model *m, const float *weight) {
+  return m->params16 + (weight - m->params);
+}
+
+// in16 = `inp` (count floats) rounded, unless it holds that already.
+static int round_input(herd_model *m, const float *inp, size_t count) {
+  if (m->in16_source == inp && m->in16_count == count) return HERD_OK;
+  m->in16_source = NULL;
+  TRY(m->be->to_bf16(m->in16, inp, (int64_t)count));
+  m->in16_source = inp, m->in16_count = count;
+  return HERD_OK;
+}
+
+// Before a pass: the weights' bf16 copy made again if they may have changed; in16 forgotten
+// (activations are rewritten in place by each pass).
+static int prepare_precision(herd_model *m) {
+  m->in16_source = NULL;
+  if (!m->bf16 || !m->params16_stale) return HERD_OK;
+  TRY(m->be->to_bf16(m->params16, m->params, (int64_t)m->n_params));
+  m->params16_stale = 0;
+  return HERD_OK;
+}
+
+// out(N,OC) = inp(N,C) @ weight^T, in the model's precision.
+static int linear(herd_model *m, float *out, const float *inp, const float *weight, int n, int c,
+                  int oc) {
+  if (!m->bf16) return m->be->linear_forward(out, inp, weight, NULL, n, c, oc);
+  TRY(round_input(m, inp, (size_t)n * c));
+  return m->be->linear_forward_bf16(out, m->in16, weight16(m, weight), n, c, oc);
+}
+
+// dinp += dout @ weight, dweight += dout^T @ inp, in the model's precision.
+static int linear_back(herd_model *m, float *dinp, float *dweight, const float *dout,
+                       const float *inp, const float *weight, int n, int c, int oc) {
+  if (!m->bf16) return m->be->linear_backward(dinp, dweight, NULL, dout, inp, weight, n, c, oc);
+  if (!dinp && !dweight) return HERD_OK;
+  TRY(m->be->to_bf16(m->dout16, dout, (int64_t)n * oc));
+  if (dweight) TRY(round_input(m, inp, (size_t)n * c));
+  return m->be->linear_backward_bf16(dinp, dweight, m->dout16, m->in16, weight16(m, weight), n, c,
+                                     oc);
+}
+
 // Runs the trunk, the final norm, the LM head (when present) and the scalar head.
 static int forward_pass(herd_model *m, const herd_batch *bt) {
   const herd_backend *be = m->be;
@@ -593,6 +702,7 @@ static int forward_pass(herd_model *m, const herd_batch *bt) {
   int KVH = c->n_kv_heads, D = head_dim(c), KVD = KVH * D, F = c->hidden_dim;
   size_t NM = (size_t)m->max_batch * m->max_seq;  // per-layer stride in rows
   const int32_t *pos = bt->positions;             // staged: never NULL
+  TRY(prepare_precision(m));
   TRY(be->embedding_forward(a->resid, bt->tokens, p->embed, N, c->vocab_size, C));  // (N,C)
   for (int l = 0; l < L; l++) {
     const float *x = a->resid + l * NM * C;  // (N,C)
@@ -603,24 +713,24 @@ static int forward_pass(herd_model *m, const herd_batch *bt) {
     float *gate = a->gate + l * NM * F, *up = a->up + l * NM * F, *swi = a->swi + l * NM * F;
     float *next = a->resid + (l + 1) * NM * C;
     TRY(be->rmsnorm_forward(ln1, rstd1, x, p->attn_norm + (size_t)l * C, N, C, c->norm_eps));
-    TRY(be->linear_forward(a->dq, ln1, p->wq + (size_t)l * C * C, NULL, N, C, C));
-    TRY(be->linear_forward(a->dk, ln1, p->wk + (size_t)l * KVD * C, NULL, N, C, KVD));
-    TRY(be->linear_forward(v, ln1, p->wv + (size_t)l * KVD * C, NULL, N, C, KVD));
+    TRY(linear(m, a->dq, ln1, p->wq + (size_t)l * C * C, N, C, C));
+    TRY(linear(m, a->dk, ln1, p->wk + (size_t)l * KVD * C, N, C, KVD));
+    TRY(linear(m, v, ln1, p->wv + (size_t)l * KVD * C, N, C, KVD));
     TRY(be->rope_forward(q, a->dq, pos, N, H, D, c->rope_theta));
     TRY(be->rope_forward(k, a->dk, pos, N, KVH, D, c->rope_theta));
     TRY(be->attention_forward(att, lse, q, k, v, bt->segments, B, T, H, KVH, D));
-    TRY(be->linear_forward(a->dqpre, att, p->wo + (size_t)l * C * C, NULL, N, C, C));
+    TRY(linear(m, a->dqpre, att, p->wo + (size_t)l * C * C, N, C, C));
     TRY(be->add(mid, x, a->dqpre, (int64_t)N * C));
     TRY(be->rmsnorm_forward(ln2, rstd2, mid, p->mlp_norm + (size_t)l * C, N, C, c->norm_eps));
-    TRY(be->linear_forward(gate, ln2, p->w_gate + (size_t)l * F * C, NULL, N, C, F));
-    TRY(be->linear_forward(up, ln2, p->w_up + (size_t)l * F * C, NULL, N, C, F));
+    TRY(linear(m, gate, ln2, p->w_gate + (size_t)l * F * C, N, C, F));
+    TRY(linear(m, up, ln2, p->w_up + (size_t)l * F * C, N, C, F));
     TRY(be->swiglu_forward(swi, gate, up, (int64_t)N * F));
-    TRY(be->linear_forward(a->dqpre, swi, p->w_down + (size_t)l * C * F, NULL, N, F, C));
+    TRY(linear(m, a->dqpre, swi, p->w_down + (size_t)l * C * F, N, F, C));
     TRY(be->add(next, mid, a->dqpre, (int64_t)N * C));
   }
   TRY(be->rmsnorm_forward(a->xf, a->rstdf, a->resid + L * NM * C, p->final_norm, N, C,
                           c->norm_eps));
-  if (c->lm_head) TRY(be->linear_forward(a->logits, a->xf, p->lm_head, NULL, N, C, c->vocab_size));
+  if (c->lm_head) TRY(linear(m, a->logits, a->xf, p->lm_head, N, C, c->vocab_size));
   if (bt->n_scores)
     TRY(be->scalar_head_forward(a->scores, a->xf, p->score, 0.0f, bt->score_positions, bt->n_scores,
                                 N, C));
@@ -687,14 +797,14 @@ int herd_model_backward(herd_model *model, const herd_batch *batch) {
   herd_batch staged;
   TRY(stage_batch(model, batch, 0, &staged));
   batch = &staged;  // from here on, arrays in the backend's memory
+  model->in16_source = NULL;
 
   // Heads: dxf (N,C).
   TRY(be->zero(a->dxf, (size_t)N * C * sizeof(float)));
   if (lm) {
     TRY(be->weighted_nll(a->losses, a->dlogits, a->logits, batch->targets, batch->weights,
                          model->fwd_scale, N, V));
-    TRY(be->linear_backward(trunk ? a->dxf : NULL, dlm, NULL, a->dlogits, a->xf, p->lm_head, N, C,
-                            V));
+    TRY(linear_back(model, trunk ? a->dxf : NULL, dlm, a->dlogits, a->xf, p->lm_head, N, C, V));
   }
   if (sc)
     TRY(be->scalar_head_backward(trunk ? a->dxf : NULL, dscore, NULL, batch->dscores, a->xf,
@@ -719,20 +829,19 @@ int herd_model_backward(herd_model *model, const herd_batch *batch) {
 
     // MLP: next = mid + (silu(ln2 Wg^T) * (ln2 Wu^T)) Wd^T; dres holds d(next).
     TRY(be->zero(a->dswi, (size_t)N * F * sizeof(float)));
-    TRY(be->linear_backward(a->dswi, g->w_down + lfc, NULL, dres, swi, p->w_down + lfc, N, F, C));
+    TRY(linear_back(model, a->dswi, g->w_down + lfc, dres, swi, p->w_down + lfc, N, F, C));
     TRY(be->zero(a->dgate, (size_t)N * F * sizeof(float)));
     TRY(be->zero(a->dup, (size_t)N * F * sizeof(float)));
     TRY(be->swiglu_backward(a->dgate, a->dup, a->dswi, gate, up, (int64_t)N * F));
     TRY(be->zero(a->dln, (size_t)N * C * sizeof(float)));
-    TRY(be->linear_backward(a->dln, g->w_gate + lfc, NULL, a->dgate, ln2, p->w_gate + lfc, N, C,
-                            F));
-    TRY(be->linear_backward(a->dln, g->w_up + lfc, NULL, a->dup, ln2, p->w_up + lfc, N, C, F));
+    TRY(linear_back(model, a->dln, g->w_gate + lfc, a->dgate, ln2, p->w_gate + lfc, N, C, F));
+    TRY(linear_back(model, a->dln, g->w_up + lfc, a->dup, ln2, p->w_up + lfc, N, C, F));
     TRY(be->rmsnorm_backward(dres, g->mlp_norm + lc, a->dln, mid, p->mlp_norm + lc, rstd2, N,
                              C));  // dres now holds d(mid)
 
     // Attention: mid = x + attention(rope(ln1 Wq^T), rope(ln1 Wk^T), ln1 Wv^T) Wo^T.
     TRY(be->zero(a->datt, (size_t)N * C * sizeof(float)));
-    TRY(be->linear_backward(a->datt, g->wo + lcc, NULL, dres, att, p->wo + lcc, N, C, C));
+    TRY(linear_back(model, a->datt, g->wo + lcc, dres, att, p->wo + lcc, N, C, C));
     TRY(be->zero(a->dq, (size_t)N * C * sizeof(float)));
     TRY(be->zero(a->dk, (size_t)N * KVD * sizeof(float)));
     TRY(be->zero(a->dv, (size_t)N * KVD * sizeof(float)));
@@ -743,9 +852,9 @@ int herd_model_backward(herd_model *model, const herd_batch *batch) {
     TRY(be->rope_backward(a->dqpre, a->dq, pos, N, H, D, c->rope_theta));
     TRY(be->rope_backward(a->dkpre, a->dk, pos, N, KVH, D, c->rope_theta));
     TRY(be->zero(a->dln, (size_t)N * C * sizeof(float)));
-    TRY(be->linear_backward(a->dln, g->wq + lcc, NULL, a->dqpre, ln1, p->wq + lcc, N, C, C));
-    TRY(be->linear_backward(a->dln, g->wk + lkc, NULL, a->dkpre, ln1, p->wk + lkc, N, C, KVD));
-    TRY(be->linear_backward(a->dln, g->wv + lkc, NULL, a->dv, ln1, p->wv + lkc, N, C, KVD));
+    TRY(linear_back(model, a->dln, g->wq + lcc, a->dqpre, ln1, p->wq + lcc, N, C, C));
+    TRY(linear_back(model, a->dln, g->wk + lkc, a->dkpre, ln1, p->wk + lkc, N, C, KVD));
+    TRY(linear_back(model, a->dln, g->wv + lkc, a->dv, ln1, p->wv + lkc, N, C, KVD));
     TRY(be->rmsnorm_backward(dres, g->attn_norm + lc, a->dln, x, p->attn_norm + lc, rstd1, N,
                              C));  // dres now holds d(x)
   }
@@ -794,6 +903,7 @@ int herd_model_step(herd_model *model, const herd_adamw *opt, float *grad_norm) 
   float clip = opt->grad_clip > 0 && norm > opt->grad_clip ? (float)(opt->grad_clip / norm) : 1;
   TRY(model->be->adamw(model->params, model->grads, model->m, model->v, ranges, count, opt,
                        model->steps + 1, clip));
+  model->params16_stale = 1;
   model->steps++;
   return HERD_OK;
 }

@@ -5,7 +5,8 @@
 //          herd_model_set_trainable, herd_model_forward, herd_model_logits, herd_model_scores,
 //          herd_model_backward, herd_model_zero_grad, herd_model_step, herd_model_step_count,
 //          herd_model_adam_moments, herd_model_set_step_count, herd_model_logprobs,
-//          herd_lr_cosine, herd_model_to, herd_model_on_host
+//          herd_lr_cosine, herd_model_to, herd_model_on_host, herd_model_set_precision,
+//          herd_model_precision
 //
 // The Llama 2 transformer (Touvron et al. 2023, section 2.2): pre-normalisation with RMSNorm,
 // SwiGLU MLP, rotary embeddings, grouped-query attention. llm.c style: every parameter lives in
@@ -17,6 +18,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "tensor.h"
 
 typedef struct herd_model_config {
   int dim;             // C, hidden size
@@ -121,6 +124,15 @@ int herd_model_write(herd_model *model, herd_model_buffer which, const float *ho
 // activations are allocated anew, so a backward needs a forward on the new backend first.
 // Nothing changes when it fails (out of device memory, say): the model stays where it was.
 int herd_model_to(herd_model *model, const herd_backend *backend, int max_batch, int max_seq);
+
+// Mixed precision. HERD_BF16: every matmul (the projections, the MLP, the LM head) reads bf16
+// copies of its weight and its activation operand and accumulates in f32 (cuBLASLt's bf16
+// tensor-core path on the GPU); master weights, gradients, AdamW moments, norms, attention, the
+// loss and every other activation stay f32. The weights' bf16 copy (2 bytes per parameter) is
+// made again before a pass whenever they may have changed. HERD_F32 (the default): f32 matmuls.
+// Carried along by herd_model_to.
+int herd_model_set_precision(herd_model *model, herd_dtype compute);
+herd_dtype herd_model_precision(const herd_model *model);
 
 const herd_model_config *herd_model_get_config(const herd_model *model);
 // The parameter and gradient buffers (n floats each) and their slices.

@@ -138,6 +138,41 @@ Test(cuda_model, training_step_matches_the_cpu) {
   herd_model_free(cpu), herd_model_free(gpu);
 }
 
+// Mixed precision on both devices. Products of bf16 operands are exact in f32 everywhere; what
+// differs is the order of cuBLASLt's f32 sums (about 1e-6 relative), and where that moves an
+// activation across a bf16 rounding boundary (odds about 1e-6 / 2^-8, a few in 10^4 elements)
+// that element changes by one bf16 step (2^-8). Norm-wise this stays near 1e-4 for the forward;
+// the backward rounds each output gradient again, hence 1e-3 for the gradients. A wrong operand
+// or transpose would be off by O(1).
+Test(cuda_model, bf16_training_step_matches_the_cpu_in_bf16) {
+  require_gpu();
+  herd_model *cpu = model_on(&herd_cpu_backend), *gpu = model_on(herd_cuda_backend());
+  CUDA_OK(herd_model_set_precision(cpu, HERD_BF16));
+  CUDA_OK(herd_model_set_precision(gpu, HERD_BF16));
+  inputs in;
+  herd_batch batch = make_batch(&in);
+  size_t n_params;
+  herd_model_param_buffer(cpu, &n_params);
+  float loss_cpu, loss_gpu;
+  CUDA_OK(herd_model_forward(cpu, &batch, &loss_cpu));
+  CUDA_OK(herd_model_forward(gpu, &batch, &loss_gpu));
+  cr_expect(fabs(loss_gpu - loss_cpu) <= 1e-4 * fabs(loss_cpu), "loss: cpu %.9g, gpu %.9g",
+            (double)loss_cpu, (double)loss_gpu);
+  expect_close(cpu, gpu, HERD_MODEL_LOGITS, "bf16 logits", (size_t)N * CONFIG.vocab_size, 1e-4);
+  herd_model_zero_grad(cpu), herd_model_zero_grad(gpu);
+  CUDA_OK(herd_model_backward(cpu, &batch));
+  CUDA_OK(herd_model_backward(gpu, &batch));
+  expect_close(cpu, gpu, HERD_MODEL_GRADS, "bf16 gradients", n_params, 1e-3);
+  herd_adamw opt = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f};
+  CUDA_OK(herd_model_step(cpu, &opt, NULL));
+  CUDA_OK(herd_model_step(gpu, &opt, NULL));
+  CUDA_OK(herd_model_forward(cpu, &batch, &loss_cpu));  // the bf16 weights follow the step
+  CUDA_OK(herd_model_forward(gpu, &batch, &loss_gpu));
+  cr_expect(fabs(loss_gpu - loss_cpu) <= 1e-3 * fabs(loss_cpu), "loss after a step: %.9g, %.9g",
+            (double)loss_cpu, (double)loss_gpu);
+  herd_model_free(cpu), herd_model_free(gpu);
+}
+
 Test(cuda_model, logprobs_and_default_inputs_match_the_cpu) {
   require_gpu();
   herd_model *cpu = model_on(&herd_cpu_backend), *gpu = model_on(herd_cuda_backend());

@@ -104,12 +104,20 @@ static void ref_rmsnorm(double *out, const double *x, const double *w, int n, in
   }
 }
 
+// 1: the reference rounds both operands of every matmul to bf16, as herd_model_set_precision
+// with HERD_BF16 does (the sums stay in double).
+static int ref_bf16;
+
+static double ref_operand(double x) {
+  return ref_bf16 ? (double)herd_bf16_to_f32(herd_f32_to_bf16((float)x)) : x;
+}
+
 // out(N,OC) = x(N,C) w(OC,C)^T
 static void ref_linear(double *out, const double *x, const double *w, int n, int c, int oc) {
   for (int i = 0; i < n; i++)
     for (int o = 0; o < oc; o++) {
       double s = 0;
-      for (int j = 0; j < c; j++) s += x[i * c + j] * w[o * c + j];
+      for (int j = 0; j < c; j++) s += ref_operand(x[i * c + j]) * ref_operand(w[o * c + j]);
       out[i * oc + o] = s;
     }
 }
@@ -1063,6 +1071,188 @@ Test(model, checkpoints_save_from_device_memory) {
     remove(a_path), remove(b_path);
   }
   rmdir(host_dir), rmdir(device_dir), rmdir(dir);
+  herd_model_free(m);
+}
+
+// ---------------------------------------------------------------- mixed precision
+
+// The CPU's bf16 linear layer against a double loop over the rounded operands: the products of
+// two bf16 values are exact in f32, so only the f32 summation differs (1e-5).
+Test(model, bf16_linear_matches_a_loop_over_rounded_operands) {
+  enum { LN = 5, LC = 24, LOC = 7 };
+  float x[LN * LC], w[LOC * LC], d[LN * LOC], out[LN * LOC], dx[LN * LC] = {0}, dw[LOC * LC] = {0};
+  uint16_t x16[LN * LC], w16[LOC * LC], d16[LN * LOC];
+  gc_fill_uniform(x, LN * LC, 51, -3, 3);
+  gc_fill_uniform(w, LOC * LC, 52, -1, 1);
+  gc_fill_uniform(d, LN * LOC, 53, -2, 2);
+  cr_assert_eq(herd_cpu_backend.to_bf16(x16, x, LN * LC), HERD_OK);
+  cr_assert_eq(herd_cpu_backend.to_bf16(w16, w, LOC * LC), HERD_OK);
+  cr_assert_eq(herd_cpu_backend.to_bf16(d16, d, LN * LOC), HERD_OK);
+  for (int i = 0; i < LN * LC; i++) cr_assert_eq(x16[i], herd_f32_to_bf16(x[i]));
+  cr_assert_eq(herd_cpu_backend.linear_forward_bf16(out, x16, w16, LN, LC, LOC), HERD_OK);
+  cr_assert_eq(herd_cpu_backend.linear_backward_bf16(dx, dw, d16, x16, w16, LN, LC, LOC), HERD_OK);
+  double want_out[LN * LOC], want_dx[LN * LC] = {0}, want_dw[LOC * LC] = {0};
+  for (int i = 0; i < LN; i++)
+    for (int o = 0; o < LOC; o++) {
+      double s = 0, g = herd_bf16_to_f32(d16[i * LOC + o]);
+      for (int j = 0; j < LC; j++) {
+        double xv = herd_bf16_to_f32(x16[i * LC + j]), wv = herd_bf16_to_f32(w16[o * LC + j]);
+        s += xv * wv;
+        want_dx[i * LC + j] += g * wv;
+        want_dw[o * LC + j] += g * xv;
+      }
+      want_out[i * LOC + o] = s;
+    }
+  cr_expect(scaled_error(out, want_out, LN * LOC) < 1e-5, "out %g",
+            scaled_error(out, want_out, LN * LOC));
+  cr_expect(scaled_error(dx, want_dx, LN * LC) < 1e-5, "dinp %g",
+            scaled_error(dx, want_dx, LN * LC));
+  cr_expect(scaled_error(dw, want_dw, LOC * LC) < 1e-5, "dweight %g",
+            scaled_error(dw, want_dw, LOC * LC));
+}
+
+// The whole bf16 forward against the double reference with its matmul operands rounded the same
+// way. They differ only where an f32 activation and its double counterpart round to different
+// bf16 values (one bf16 step, 2^-8 relative, for a rare element): 2e-3 scaled. The same model
+// in f32 is further from that reference than this, so the test tells the precisions apart.
+Test(model, bf16_forward_matches_a_rounded_reference) {
+  herd_model_config cfg = tiny_config();
+  herd_model *m;
+  cr_assert_eq(herd_model_new(&m, &cfg, B, 8), HERD_OK);
+  random_params(m, 61);
+  cr_assert_eq(herd_model_set_precision(m, HERD_BF16), HERD_OK);
+  cr_expect_eq(herd_model_precision(m), HERD_BF16);
+  herd_batch bt = test_batch(cfg.vocab_size);
+  float loss;
+  cr_assert_eq(herd_model_forward(m, &bt, &loss), HERD_OK, "%s", herd_errmsg());
+  float *logits16 = malloc((size_t)N * cfg.vocab_size * sizeof(float));
+  memcpy(logits16, herd_model_logits(m), (size_t)N * cfg.vocab_size * sizeof(float));
+  cr_assert_eq(herd_model_set_precision(m, HERD_F32), HERD_OK);
+  cr_assert_eq(herd_model_forward(m, &bt, NULL), HERD_OK);
+  ref r;
+  ref_alloc(&r, m, &bt);
+  ref_bf16 = 1;
+  ref_loss(&r);
+  ref_bf16 = 0;
+  double err16 = scaled_error(logits16, r.logits, (int64_t)N * cfg.vocab_size);
+  double err32 = scaled_error(herd_model_logits(m), r.logits, (int64_t)N * cfg.vocab_size);
+  cr_log_info("bf16 logits against the rounded reference: %.2e (the f32 model: %.2e)", err16,
+              err32);
+  cr_expect(err16 < 2e-3, "bf16 logits error %g", err16);
+  cr_expect(err32 > 4 * err16, "the f32 model (%g) is as close as the bf16 one (%g)", err32, err16);
+  ref_free(&r);
+  free(logits16);
+  herd_model_free(m);
+}
+
+// Gradients in bf16 against the f32 model's: every matmul operand carries a relative error of
+// up to 2^-9, so each gradient is within a few percent norm-wise (3e-2), and not equal.
+Test(model, bf16_gradients_stay_close_to_f32) {
+  herd_model_config cfg = tiny_config();
+  herd_model *a, *b;
+  cr_assert_eq(herd_model_new(&a, &cfg, B, 8), HERD_OK);
+  cr_assert_eq(herd_model_new(&b, &cfg, B, 8), HERD_OK);
+  random_params(a, 62);
+  random_params(b, 62);
+  cr_assert_eq(herd_model_set_precision(b, HERD_BF16), HERD_OK);
+  herd_batch bt = test_batch(cfg.vocab_size);
+  float la, lb;
+  cr_assert_eq(herd_model_forward(a, &bt, &la), HERD_OK);
+  cr_assert_eq(herd_model_backward(a, &bt), HERD_OK);
+  cr_assert_eq(herd_model_forward(b, &bt, &lb), HERD_OK);
+  cr_assert_eq(herd_model_backward(b, &bt), HERD_OK);
+  cr_log_info("loss f32 %.7f bf16 %.7f", (double)la, (double)lb);
+  cr_expect(fabs(la - lb) < 1e-2 * fabs(la) && la != lb, "losses %g %g", (double)la, (double)lb);
+  size_t off[NT], size[NT];
+  tensor_table(a, off, size);
+  const float *ga = herd_model_grad_buffer(a, NULL), *gb = herd_model_grad_buffer(b, NULL);
+  for (int i = 0; i < NT; i++) {
+    if (!size[i]) continue;
+    double *want = malloc(size[i] * sizeof *want);
+    for (size_t j = 0; j < size[i]; j++) want[j] = ga[off[i] + j];
+    double err = gc_rel_error(gb + off[i], want, (int64_t)size[i]);
+    cr_log_info("bf16 d%s: relative difference %.2e", tensor_names[i], err);
+    cr_expect(err < 3e-2 && err > 0, "d%s: relative difference %g", tensor_names[i], err);
+    free(want);
+  }
+  herd_model_free(a);
+  herd_model_free(b);
+}
+
+// The bf16 copy of the weights follows every change: a step, a write, the pointer handed out.
+Test(model, bf16_weights_follow_every_change) {
+  herd_model_config cfg = tiny_config();
+  herd_model *m, *fresh;
+  cr_assert_eq(herd_model_new(&m, &cfg, B, 8), HERD_OK);
+  cr_assert_eq(herd_model_new(&fresh, &cfg, B, 8), HERD_OK);
+  herd_model_init(m, 70);
+  cr_assert_eq(herd_model_set_precision(m, HERD_BF16), HERD_OK);
+  cr_assert_eq(herd_model_set_precision(fresh, HERD_BF16), HERD_OK);
+  herd_batch bt = test_batch(cfg.vocab_size);
+  float logits[N * 19], scores[P], loss_m, loss_fresh;
+  train_once(m, &bt, logits, scores);  // a step: the copy is stale
+  size_t n = herd_model_param_count(&cfg);
+  float *w = read_all(m, HERD_MODEL_PARAMS);
+  cr_assert_eq(herd_model_write(fresh, HERD_MODEL_PARAMS, w, n), HERD_OK);
+  cr_assert_eq(herd_model_forward(m, &bt, &loss_m), HERD_OK);
+  cr_assert_eq(herd_model_forward(fresh, &bt, &loss_fresh), HERD_OK);
+  cr_expect_eq(loss_m, loss_fresh, "after a step and a write: %g vs %g", (double)loss_m,
+               (double)loss_fresh);
+  herd_model_param_buffer(fresh, NULL)[0] += 0.5f;  // through the pointer (checkpoint loads do)
+  cr_assert_eq(herd_model_forward(fresh, &bt, &loss_fresh), HERD_OK);
+  cr_expect_neq(loss_m, loss_fresh, "a write through the pointer is seen");
+  free(w);
+  herd_model_free(m);
+  herd_model_free(fresh);
+}
+
+Test(model, bf16_trains_and_moves_like_the_cpu_on_a_staged_backend) {
+  herd_model_config cfg = tiny_config();
+  herd_backend staged = staged_backend();
+  herd_model *cpu, *dev;
+  cr_assert_eq(herd_model_new(&cpu, &cfg, B, 8), HERD_OK);
+  cr_assert_eq(herd_model_new(&dev, &cfg, B, 8), HERD_OK);
+  herd_model_init(cpu, 80);
+  herd_model_init(dev, 80);
+  cr_assert_eq(herd_model_set_precision(cpu, HERD_BF16), HERD_OK);
+  cr_assert_eq(herd_model_set_precision(dev, HERD_BF16), HERD_OK);
+  cr_assert_eq(herd_model_to(dev, &staged, 0, 0), HERD_OK);
+  cr_expect_eq(herd_model_precision(dev), HERD_BF16, "the precision moves along");
+  herd_batch bt = test_batch(cfg.vocab_size);
+  float logits[2][N * 19], scores[2][P];
+  for (int step = 0; step < 3; step++) {
+    float a = train_once(cpu, &bt, logits[0], scores[0]);
+    float b = train_once(dev, &bt, logits[1], scores[1]);
+    cr_expect_eq(a, b, "step %d", step);
+    cr_expect(memcmp(logits[0], logits[1], sizeof logits[0]) == 0, "step %d: logits", step);
+  }
+  expect_same_buffers(cpu, dev, "bf16 on the staged backend");
+  herd_model_free(cpu);
+  herd_model_free(dev);
+}
+
+Test(model, bf16_overfits_a_fixed_batch) {
+  herd_model_config cfg = tiny_config();
+  cfg.scalar_head = 0;
+  herd_model *m;
+  cr_assert_eq(herd_model_new(&m, &cfg, B, 8), HERD_OK);
+  herd_model_init(m, 90);
+  cr_assert_eq(herd_model_set_precision(m, HERD_BF16), HERD_OK);
+  herd_batch bt = test_batch(cfg.vocab_size);
+  bt.n_scores = 0, bt.score_positions = NULL, bt.dscores = NULL, bt.weights = NULL;
+  bt.loss_scale = 0;
+  float first = 0, loss = 0;
+  for (int step = 0; step < 150; step++) {
+    herd_model_zero_grad(m);
+    cr_assert_eq(herd_model_forward(m, &bt, &loss), HERD_OK);
+    if (step == 0) first = loss;
+    cr_assert_eq(herd_model_backward(m, &bt), HERD_OK);
+    cr_assert_eq(herd_model_step(m, &adam, NULL), HERD_OK);
+  }
+  cr_log_info("bf16 overfit: %.4f -> %.4f", (double)first, (double)loss);
+  cr_expect(loss < 0.1f * first, "loss %g from %g", (double)loss, (double)first);
+  cr_expect_eq(herd_model_set_precision(m, HERD_I32), HERD_EINVAL);
+  cr_expect(strstr(herd_errmsg(), "i32 is not a compute precision"), "%s", herd_errmsg());
   herd_model_free(m);
 }
 

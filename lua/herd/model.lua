@@ -34,11 +34,21 @@ local function check_device(device, who)
   end
 end
 
-local new_options = { batch = true, seq = true, seed = true, device = true }
+local new_options = { batch = true, seq = true, seed = true, device = true, precision = true }
 
--- herd.model.new(config, { batch = 8, seq = config.max_seq_len, seed = ..., device = "cpu" })
+local function check_precision(precision, who)
+  if precision ~= nil and precision ~= "f32" and precision ~= "bf16" then
+    error(string.format("%s: precision is %s; use \"f32\" or \"bf16\"", who,
+      tostring(precision)), 3)
+  end
+end
+
+-- herd.model.new(config, { batch = 8, seq = config.max_seq_len, seed = ..., device = "cpu",
+--                         precision = "f32" })
 -- device = "cuda" puts parameters, gradients, moments and activations on the GPU; the initial
--- weights are the same bits on either device for the same seed.
+-- weights are the same bits on either device for the same seed. precision = "bf16" runs the
+-- matmuls on bf16 copies of their operands with f32 accumulation, f32 master weights and
+-- moments (mixed precision; m:set_precision changes it later).
 function M.new(config, opts)
   opts = opts or {}
   if type(config) ~= "table" then error("herd.model.new: expected a config table", 2) end
@@ -48,16 +58,20 @@ function M.new(config, opts)
     end
   end
   check_device(opts.device, "herd.model.new")
-  return core.new(config, opts.batch or 8, opts.seq or config.max_seq_len or 0,
+  check_precision(opts.precision, "herd.model.new")
+  local m = core.new(config, opts.batch or 8, opts.seq or config.max_seq_len or 0,
     opts.seed or random_seed(), opts.device)
+  if opts.precision then m:set_precision(opts.precision) end
+  return m
 end
 
 local load_options = {
   batch = true, seq = true, head = true, seed = true, score_scale = true, device = true,
+  precision = true,
 }
 
 -- herd.model.load(dir, { batch =, seq =, head = "lm" | "scalar", seed = 0, score_scale = 1,
---                       device = "cpu" })
+--                       device = "cpu", precision = "f32" })
 -- -> model, training state (or nil)
 -- head = "lm" (the default) keeps the heads the checkpoint has. head = "scalar" makes a reward
 -- model from a chat checkpoint (Llama 2 section 3.2.2): lm_head.weight is dropped and
@@ -86,8 +100,11 @@ function M.load(dir, opts)
     error("herd.model.load: score_scale must be a number >= 0", 2)
   end
   check_device(opts.device, "herd.model.load")
-  return core.load(dir, opts.batch or 8, opts.seq or 0, head, opts.seed or 0, opts.score_scale or 1,
-    opts.device)
+  check_precision(opts.precision, "herd.model.load")
+  local m, state = core.load(dir, opts.batch or 8, opts.seq or 0, head, opts.seed or 0,
+    opts.score_scale or 1, opts.device)
+  if opts.precision then m:set_precision(opts.precision) end
+  return m, state
 end
 
 local function to_tensor(value, dtype)
@@ -175,8 +192,9 @@ function core.metatable.__tostring(m)
   local count = m:params()
   local c = m:config()
   return string.format(
-    "herd.Model (dim %d, %d layers, %d heads, %d kv heads, vocab %d; %.2fM params; %s)",
-    c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, count / 1e6, m:device())
+    "herd.Model (dim %d, %d layers, %d heads, %d kv heads, vocab %d; %.2fM params; %s, %s)",
+    c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, count / 1e6, m:device(),
+    m:precision())
 end
 
 return M

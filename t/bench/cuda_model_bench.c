@@ -1,13 +1,15 @@
 // herd's side of the GPU training benchmark (issue 8, acceptance 3): the configs of
-// t/bench/torch_llama.py trained on the GPU through herd_model_new_on(..., herd_cuda_backend())
-// (f32 for now: bf16 mixed precision is still to come), timed over steps after a warm-up one.
+// t/bench/torch_llama.py trained on the GPU through herd_model_new_on(..., herd_cuda_backend()),
+// in bf16 mixed precision (herd_model_set_precision; --precision f32 for all-f32 matmuls), timed
+// over steps after a warm-up one.
 // Prints training tokens/s, TFLOP/s (FLOPs per token counted as t/bench/model_bench.c counts
 // them), MFU against --peak (the bf16 TFLOP/s cuda_matmul_bench measured) and the device
-// memory high-water mark against the analytic 16 bytes per parameter plus the activation arena;
+// memory high-water mark against the analytic 16 bytes per parameter (+2 for the bf16 weight
+// copy) plus the activation arena;
 // --json adds one JSON line. Without a GPU: "skipped" (exit 1 under HERD_EXPECT_GPU=1).
 //
 //   t/bench/cuda_model_bench [--config tiny|124m|1b] [--steps N] [--batch N] [--seq N]
-//                            [--peak TFLOPS] [--json]
+//                            [--peak TFLOPS] [--precision bf16|f32] [--json]
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,13 +43,13 @@ static void die(const char *what) {
 static void usage(void) {
   fprintf(stderr,
           "usage: cuda_model_bench [--config tiny|124m|1b] [--steps N] [--batch N] [--seq N] "
-          "[--peak TFLOPS] [--json]\n");
+          "[--peak TFLOPS] [--precision bf16|f32] [--json]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
   const bench_config *bench = &CONFIGS[1];
-  int steps = 10, batch = 0, seq = 0, json = 0;
+  int steps = 10, batch = 0, seq = 0, json = 0, bf16 = 1;
   double peak = 0;
   for (int i = 1; i < argc; i++) {
     int has_value = i + 1 < argc;
@@ -68,6 +70,10 @@ int main(int argc, char **argv) {
       batch = atoi(argv[++i]);
     } else if (strcmp(argv[i], "--seq") == 0 && has_value) {
       seq = atoi(argv[++i]);
+    } else if (strcmp(argv[i], "--precision") == 0 && has_value) {
+      const char *name = argv[++i];
+      if (strcmp(name, "bf16") != 0 && strcmp(name, "f32") != 0) usage();
+      bf16 = strcmp(name, "bf16") == 0;
     } else if (strcmp(argv[i], "--peak") == 0 && has_value) {
       peak = atof(argv[++i]);
     } else {
@@ -84,6 +90,8 @@ int main(int argc, char **argv) {
   herd_model *model;
   if (herd_model_new_on(&model, &config, B, T, herd_cuda_backend())) die("model");
   if (herd_model_init(model, 1)) die("init");
+  if (bf16 && herd_model_set_precision(model, HERD_BF16)) die("bf16 precision");
+  const char *precision = bf16 ? "bf16" : "f32";
   size_t n_params;
   herd_model_param_buffer(model, &n_params);
 
@@ -116,27 +124,30 @@ int main(int argc, char **argv) {
   double tflops = rate * flops_per_token / 1e12;
   herd_cuda_memory_stats memory;
   herd_cuda_get_memory_stats(&memory);
-  double analytic = 16.0 * n_params + (double)herd_model_activation_bytes(model);
+  double weight_bytes = (bf16 ? 18.0 : 16.0) * n_params;
+  double analytic = weight_bytes + (double)herd_model_activation_bytes(model);
 
   printf(
       "herd cuda_model_bench: %s: dim %d, %d layers, %d heads, %d kv heads, hidden %d, vocab %d, "
-      "seq %d, batch %d; %.1fM params; f32\n",
+      "seq %d, batch %d; %.1fM params; %s\n",
       bench->name, config.dim, config.n_layers, config.n_heads, config.n_kv_heads,
-      config.hidden_dim, config.vocab_size, T, B, n_params / 1e6);
+      config.hidden_dim, config.vocab_size, T, B, n_params / 1e6, precision);
   printf("training: %.0f tokens/s, %.1f TFLOP/s", rate, tflops);
   if (peak > 0) printf(" = %.1f%% of the bf16 matmul peak %.1f TFLOP/s", 100 * tflops / peak, peak);
   printf("; loss %.3f -> %.3f\n", (double)first_loss, (double)loss);
   printf(
-      "memory: peak %.2f GiB in use, analytic %.2f GiB (16 B/param %.2f, activations %.2f) = "
+      "memory: peak %.2f GiB in use, analytic %.2f GiB (%d B/param %.2f, activations %.2f) = "
       "%.2fx\n",
-      memory.peak / 1073741824.0, analytic / 1073741824.0, 16.0 * n_params / 1073741824.0,
-      herd_model_activation_bytes(model) / 1073741824.0, memory.peak / analytic);
+      memory.peak / 1073741824.0, analytic / 1073741824.0, bf16 ? 18 : 16,
+      weight_bytes / 1073741824.0, herd_model_activation_bytes(model) / 1073741824.0,
+      memory.peak / analytic);
   if (json)
     printf(
-        "{\"impl\": \"herd\", \"config\": \"%s\", \"precision\": \"f32\", \"batch\": %d, "
+        "{\"impl\": \"herd\", \"config\": \"%s\", \"precision\": \"%s\", \"batch\": %d, "
         "\"seq\": %d, \"params\": %zu, \"train_tokens_per_s\": %.1f, \"tflops\": %.2f, "
         "\"mfu\": %.4f, \"peak_memory_bytes\": %zu}\n",
-        bench->name, B, T, n_params, rate, tflops, peak > 0 ? tflops / peak : 0.0, memory.peak);
+        bench->name, precision, B, T, n_params, rate, tflops, peak > 0 ? tflops / peak : 0.0,
+        memory.peak);
   free(tokens), free(targets);
   herd_model_free(model);
   return 0;

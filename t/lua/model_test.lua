@@ -151,7 +151,7 @@ t.test("a reward model saves as LlamaForSequenceClassification and loads back id
 t.test("devices: a model says where it is; unknown and missing devices are named", function()
   local m = herd.model.new(config, { batch = 2, seed = 1, device = "cpu" })
   t.eq(m:device(), "cpu")
-  t.match(tostring(m), "; cpu%)")
+  t.match(tostring(m), "; cpu, f32%)")
   t.eq(m:to("cpu"), m, "to() returns the model")
   t.raises(function() herd.model.new(config, { device = "tpu" }) end,
     "device 'tpu': unknown %(use \"cpu\" or \"cuda\"%)")
@@ -168,6 +168,23 @@ t.test("devices: a model says where it is; unknown and missing devices are named
   end
   t.eq(m:device(), "cpu", "a failed move leaves the model where it was")
   t.eq(m:forward(batch), herd.model.new(config, { batch = 2, seed = 1 }):forward(batch))
+end)
+
+t.test("precision: bf16 matmuls train, stay near f32, and are named", function()
+  local a = herd.model.new(config, { batch = 2, seed = 12 })
+  local b = herd.model.new(config, { batch = 2, seed = 12, precision = "bf16" })
+  t.eq(b:precision(), "bf16")
+  t.match(tostring(b), "cpu, bf16%)")
+  local la, lb = a:forward(batch), b:forward(batch)
+  t.ok(la ~= lb and math.abs(la - lb) < 1e-2 * la, string.format("f32 %.7f bf16 %.7f", la, lb))
+  local first = lb
+  for _ = 1, 40 do lb = b:step(batch, { lr = 1e-2, weight_decay = 0 }) end
+  t.ok(lb < 0.1 * first, "bf16 loss " .. first .. " -> " .. lb)
+  t.eq(b:set_precision("f32"), b)
+  t.eq(b:precision(), "f32")
+  t.raises(function() b:set_precision("fp8") end, "invalid option 'fp8'")
+  t.raises(function() herd.model.new(config, { precision = "f16" }) end,
+    "precision is f16; use \"f32\" or \"bf16\"")
 end)
 
 local function has_gpu()
