@@ -5,6 +5,7 @@
 #include "error.h"
 #include "kernels/cuda.h"
 #include "kernels/cuda_attention.h"
+#include "kernels/cuda_decode.h"
 #include "kernels/cuda_ops.h"
 
 static int cuda_alloc(void **ptr, size_t bytes) {
@@ -79,6 +80,10 @@ static const herd_backend cuda_backend = {
     .to_bf16 = herd_cuda_f32_to_bf16,
     .linear_forward_bf16 = cuda_linear_forward_bf16,
     .linear_backward_bf16 = cuda_linear_backward_bf16,
+    .copy = herd_cuda_copy_on_device,
+    .kv_store = herd_cuda_kv_store,
+    .cached_attention = herd_cuda_cached_attention,
+    .gather_rows = herd_cuda_gather_rows,
     .adamw = cuda_adamw,
 };
 

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "tensor.h"
 
 // A part of the flat parameter buffer for the AdamW sweep (offsets and sizes in floats).
 typedef struct herd_param_range {
@@ -76,6 +77,20 @@ typedef struct herd_backend {
   // dinp(N,C) += dout(N,OC) @ weight; dweight(OC,C) += dout^T @ inp (NULL skips; f32 results).
   int (*linear_backward_bf16)(float *dinp, float *dweight, const uint16_t *dout,
                               const uint16_t *inp, const uint16_t *weight, int n, int c, int oc);
+  // Generation (generate.c) with a KV cache per layer of (n_seqs, max_len, KVH*D) elements of
+  // `cache` dtype, HERD_F32 or HERD_BF16 (rounded to nearest even as it is stored).
+  // copy: `bytes` from src to dst, both in the backend's memory (not overlapping).
+  int (*copy)(void *dst, const void *src, size_t bytes);
+  // The rows' keys and values k, v (rows, KVH*D) into the caches at (seqs[r], pos[r]).
+  int (*kv_store)(void *k_cache, void *v_cache, herd_dtype cache, const float *k, const float *v,
+                  const int32_t *seqs, const int32_t *pos, int rows, int max_len, int kv_dim);
+  // att(rows, H*D): the H query heads q(rows, H*D) of row r attend to the cached keys and values
+  // 0..pos[r] of sequence seqs[r] (head i reads kv head i / (H/KVH); scale 1/sqrt(D)).
+  int (*cached_attention)(float *att, const float *q, const void *k_cache, const void *v_cache,
+                          herd_dtype cache, const int32_t *seqs, const int32_t *pos, int rows,
+                          int max_len, int h, int kvh, int d);
+  // dst(n, c) = the rows index[0..n) of src(., c).
+  int (*gather_rows)(float *dst, const float *src, const int32_t *index, int n, int c);
   // One AdamW update of the ranges of the flat buffers, gradients scaled by clip; step counts
   // from 1 (the step being taken). herd_model_step checks the settings and computes clip.
   int (*adamw)(float *params, const float *grads, float *m, float *v,
@@ -84,6 +99,11 @@ typedef struct herd_backend {
 } herd_backend;
 
 extern const herd_backend herd_cpu_backend;
+
+// For runtime code that runs a model's weights through its backend (generate.c): the backend,
+// and in bf16 precision the weights' bf16 copy (made again first if stale; NULL in f32).
+const herd_backend *herd_model_backend(const herd_model *model);
+int herd_model_weights_bf16(herd_model *model, const uint16_t **params16);
 
 // The backend named "cpu" or "cuda". HERD_EDEVICE when herd was built without CUDA or no GPU is
 // visible, HERD_EINVAL for any other name; the message says which.

@@ -10,6 +10,12 @@
 #include "ops.h"
 #include "tensor.h"
 #include "threads.h"
+#include "vexp.h"
+
+#include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static int cpu_alloc(void **ptr, size_t bytes) {
   *ptr = bytes ? calloc(1, bytes) : NULL;
@@ -95,6 +101,104 @@ static int cpu_linear_backward_bf16(float *dinp, float *dweight, const uint16_t 
   if (w) herd_cpu_linear_backward(dinp, dweight, NULL, d, x, w, n, c, oc);
   free(d), free(x), free(w);
   return w ? HERD_OK : HERD_ENOMEM;
+}
+
+// ---------------------------------------------------------------- generation
+
+static int cpu_copy_within(void *dst, const void *src, size_t bytes) {
+  if (bytes) memcpy(dst, src, bytes);
+  return HERD_OK;
+}
+
+static int cpu_kv_store(void *k_cache, void *v_cache, herd_dtype cache, const float *k,
+                        const float *v, const int32_t *seqs, const int32_t *pos, int rows,
+                        int max_len, int kv_dim) {
+  for (int r = 0; r < rows; r++) {
+    const int64_t at = ((int64_t)seqs[r] * max_len + pos[r]) * kv_dim;
+    const float *kr = k + (int64_t)r * kv_dim, *vr = v + (int64_t)r * kv_dim;
+    if (cache == HERD_BF16) {
+      uint16_t *kc = (uint16_t *)k_cache + at, *vc = (uint16_t *)v_cache + at;
+      for (int j = 0; j < kv_dim; j++)
+        kc[j] = herd_f32_to_bf16(kr[j]), vc[j] = herd_f32_to_bf16(vr[j]);
+    } else {
+      memcpy((float *)k_cache + at, kr, (size_t)kv_dim * sizeof(float));
+      memcpy((float *)v_cache + at, vr, (size_t)kv_dim * sizeof(float));
+    }
+  }
+  return HERD_OK;
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// (n, d) f32 from kv head g of positions 0..n of a bf16 cache row block (stride kv_dim).
+static void widen_head(float *out, const uint16_t *cache, int n, int d, int kv_dim) {
+  for (int j = 0; j < n; j++)
+    for (int i = 0; i < d; i++)
+      out[(int64_t)j * d + i] = herd_bf16_to_f32(cache[(int64_t)j * kv_dim + i]);
+}
+
+// One (row, kv head) at a time: its group of query heads shares the keys and values, so
+// S = scale Q K^T and O = softmax(S) V are two small sgemms (over f32 copies of a bf16 cache).
+static int cpu_cached_attention(float *att, const float *q, const void *k_cache,
+                                const void *v_cache, herd_dtype cache, const int32_t *seqs,
+                                const int32_t *pos, int rows, int max_len, int h, int kvh, int d) {
+  const int group = h / kvh, kv_dim = kvh * d, q_dim = h * d, nt = herd_threads();
+  const int bf16 = cache == HERD_BF16;
+  const float scale = 1.0f / sqrtf((float)d);
+  // per thread: scores and probabilities (group, max_len), and for bf16 f32 keys and values
+  const size_t per_thread = (size_t)2 * group * max_len + (bf16 ? (size_t)2 * max_len * d : 0);
+  float *scratch = malloc((size_t)nt * per_thread * sizeof(float));
+  if (!scratch) return herd_seterr(HERD_ENOMEM, "cached_attention: out of memory");
+  int64_t work = 0;
+  for (int r = 0; r < rows; r++) work += (int64_t)(pos[r] + 1) * h * d;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (work >= 65536)
+  for (int64_t rg = 0; rg < (int64_t)rows * kvh; rg++) {
+    const int r = (int)(rg / kvh), g = (int)(rg % kvh), n = pos[r] + 1;
+    const int64_t base = (int64_t)seqs[r] * max_len * kv_dim + (int64_t)g * d;
+    const float *qr = q + (int64_t)r * q_dim + (int64_t)g * group * d;  // (group, D)
+    float *out = att + (int64_t)r * q_dim + (int64_t)g * group * d;     // (group, D)
+    float *s = scratch + (size_t)thread_id() * per_thread;              // (group, n)
+    float *prob = s + (int64_t)group * max_len;                         // (group, n)
+    const float *keys, *vals;
+    int ld;
+    if (bf16) {
+      float *kw = prob + (int64_t)group * max_len, *vw = kw + (int64_t)max_len * d;
+      widen_head(kw, (const uint16_t *)k_cache + base, n, d, kv_dim);
+      widen_head(vw, (const uint16_t *)v_cache + base, n, d, kv_dim);
+      keys = kw, vals = vw, ld = d;
+    } else {
+      keys = (const float *)k_cache + base, vals = (const float *)v_cache + base, ld = kv_dim;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, group, n, d, scale, qr, d, keys, ld, 0.0f,
+                s, n);
+    for (int i = 0; i < group; i++) {
+      const float *si = s + (int64_t)i * n;
+      float *pi = prob + (int64_t)i * n;
+      float max = si[0];
+      for (int j = 1; j < n; j++) max = si[j] > max ? si[j] : max;
+      herd_exp_shifted(pi, si, max, n);
+      double sum = 0;
+      for (int j = 0; j < n; j++) sum += pi[j];
+      const float inv = (float)(1.0 / sum);
+      for (int j = 0; j < n; j++) pi[j] *= inv;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, group, d, n, 1.0f, prob, n, vals, ld,
+                0.0f, out, d);
+  }
+  free(scratch);
+  return HERD_OK;
+}
+
+static int cpu_gather_rows(float *dst, const float *src, const int32_t *index, int n, int c) {
+  for (int i = 0; i < n; i++)
+    memcpy(dst + (int64_t)i * c, src + (int64_t)index[i] * c, (size_t)c * sizeof(float));
+  return HERD_OK;
 }
 
 static int cpu_rope_forward(float *out, const float *inp, const int32_t *positions, int n,
@@ -211,5 +315,9 @@ const herd_backend herd_cpu_backend = {
     .to_bf16 = cpu_to_bf16,
     .linear_forward_bf16 = cpu_linear_forward_bf16,
     .linear_backward_bf16 = cpu_linear_backward_bf16,
+    .copy = cpu_copy_within,
+    .kv_store = cpu_kv_store,
+    .cached_attention = cpu_cached_attention,
+    .gather_rows = cpu_gather_rows,
     .adamw = cpu_adamw,
 };

@@ -6,17 +6,21 @@
 // row's query attends to the cached keys 0..position of its own sequence, which is causal
 // within a chunk and sees everything earlier. The linear layers run over all rows at once, so
 // decoding 16 sequences costs little more weight traffic than decoding one.
+//
+// The forward runs on the model's backend (runtime/backend.h): the CPU's kernels, or the GPU's
+// with the cache and every activation in device memory. The cache is bf16 for a model in bf16
+// precision (the matmuls then read bf16 operands as in training), else f32. Sampling runs on
+// the host from the logits of the rows that need them, with the same code and Philox streams
+// whatever the device: a seed gives the same draw on either.
 #include "generate.h"
 
-#include <cblas.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "attention.h"
+#include "backend.h"
 #include "error.h"
-#include "ops.h"
 #include "rng.h"
 #include "threads.h"
 #include "vexp.h"
@@ -27,65 +31,189 @@
 
 enum { PREFILL_ROWS = 256 };  // rows of one prefill chunk (a prompt may span several)
 
+#define TRY(expr)                \
+  do {                           \
+    int try_rc_ = (expr);        \
+    if (try_rc_) return try_rc_; \
+  } while (0)
+
 // ---------------------------------------------------------------- the cached forward
 
 typedef struct kv_context {
+  const herd_backend *be;
   herd_model_config cfg;
-  herd_model_params p;
+  herd_model_params p;  // in the backend's memory
   const float *lm_head;
+  const uint16_t *params16;  // bf16 precision: the weights' bf16 copy (offsets as p's from embed)
+  herd_dtype cache_dtype;
+  size_t cache_elem;  // bytes per cached value
+  int host;           // the backend reads host memory: no staging
   int n_seqs, max_len, max_rows;
   int head_dim, q_dim, kv_dim;
-  float *k_cache, *v_cache;  // (L, n_seqs, max_len, KVH*D)
-  // scratch for up to max_rows rows
-  float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up, *rstd, *logits_in;
-  int32_t *positions;
-  int n_threads;
-  float *scores;  // (threads, 2, H/KVH, max_len) attention scores and probabilities
+  void *k_cache, *v_cache;  // (L, n_seqs, max_len, KVH*D) of cache_dtype
+  // backend scratch for up to max_rows rows
+  float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up, *rstd, *logits_in, *logits;
+  uint16_t *in16;                      // a matmul input rounded to bf16 (bf16 precision)
+  int32_t *tokens, *seqs, *positions;  // the rows' inputs, staged
+  int32_t *out_rows;
 } kv_context;
 
 static void context_free(kv_context *ctx) {
-  free(ctx->k_cache), free(ctx->v_cache);
-  free(ctx->x), free(ctx->xn), free(ctx->q), free(ctx->k), free(ctx->v), free(ctx->att);
-  free(ctx->tmp), free(ctx->gate), free(ctx->up), free(ctx->rstd), free(ctx->logits_in);
-  free(ctx->positions), free(ctx->scores);
+  void *buffers[] = {ctx->k_cache, ctx->v_cache, ctx->x,         ctx->xn,      ctx->q,
+                     ctx->k,       ctx->v,       ctx->att,       ctx->tmp,     ctx->gate,
+                     ctx->up,      ctx->rstd,    ctx->logits_in, ctx->logits,  ctx->in16,
+                     ctx->tokens,  ctx->seqs,    ctx->positions, ctx->out_rows};
+  for (size_t i = 0; ctx->be && i < sizeof buffers / sizeof *buffers; i++)
+    if (buffers[i]) ctx->be->release(buffers[i]);
   memset(ctx, 0, sizeof *ctx);
-}
-
-static float *falloc(int64_t n) {
-  return malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
 }
 
 static int context_init(kv_context *ctx, herd_model *model, int n_seqs, int max_len, int max_rows) {
   memset(ctx, 0, sizeof *ctx);
+  ctx->be = herd_model_backend(model);
+  ctx->host = herd_model_on_host(model);
   ctx->cfg = *herd_model_get_config(model);
+  TRY(herd_model_weights_bf16(model, &ctx->params16));
   herd_model_param_slices(model, &ctx->p, NULL);
   const herd_model_config *c = &ctx->cfg;
   ctx->lm_head = c->tie_embeddings ? ctx->p.embed : ctx->p.lm_head;
+  ctx->cache_dtype = ctx->params16 ? HERD_BF16 : HERD_F32;
+  ctx->cache_elem = ctx->params16 ? sizeof(uint16_t) : sizeof(float);
   ctx->n_seqs = n_seqs, ctx->max_len = max_len, ctx->max_rows = max_rows;
   ctx->head_dim = c->dim / c->n_heads;
   ctx->q_dim = c->n_heads * ctx->head_dim;
   ctx->kv_dim = c->n_kv_heads * ctx->head_dim;
-  const int64_t cache = (int64_t)c->n_layers * n_seqs * max_len * ctx->kv_dim;
-  const int64_t r = max_rows;
-  ctx->k_cache = falloc(cache), ctx->v_cache = falloc(cache);
-  ctx->x = falloc(r * c->dim), ctx->xn = falloc(r * c->dim), ctx->tmp = falloc(r * c->dim);
-  ctx->q = falloc(r * ctx->q_dim), ctx->att = falloc(r * ctx->q_dim);
-  ctx->k = falloc(r * ctx->kv_dim), ctx->v = falloc(r * ctx->kv_dim);
-  ctx->gate = falloc(r * c->hidden_dim), ctx->up = falloc(r * c->hidden_dim);
-  ctx->rstd = falloc(r), ctx->logits_in = falloc(r * c->dim);
-  ctx->positions = malloc((size_t)r * sizeof *ctx->positions);
-  ctx->n_threads = herd_threads();
-  ctx->scores = falloc((int64_t)ctx->n_threads * 2 * (c->n_heads / c->n_kv_heads) * max_len);
-  if (!ctx->scores || !ctx->k_cache || !ctx->v_cache || !ctx->x || !ctx->xn || !ctx->tmp ||
-      !ctx->q || !ctx->att || !ctx->k || !ctx->v || !ctx->gate || !ctx->up || !ctx->rstd ||
-      !ctx->logits_in || !ctx->positions) {
-    context_free(ctx);
-    return herd_seterr(HERD_ENOMEM,
-                       "generate: cannot allocate the KV cache (%d sequences of %d "
-                       "positions) and buffers for %d rows",
-                       n_seqs, max_len, max_rows);
+  const size_t cache = (size_t)c->n_layers * n_seqs * max_len * ctx->kv_dim * ctx->cache_elem;
+  const size_t r = (size_t)max_rows, f = sizeof(float), i32 = sizeof(int32_t);
+  size_t widest = (size_t)(c->hidden_dim > c->dim ? c->hidden_dim : c->dim);
+  struct {
+    void **ptr;
+    size_t bytes;
+  } buffers[] = {{&ctx->k_cache, cache},
+                 {&ctx->v_cache, cache},
+                 {(void **)&ctx->x, r * c->dim * f},
+                 {(void **)&ctx->xn, r * c->dim * f},
+                 {(void **)&ctx->tmp, r * c->dim * f},
+                 {(void **)&ctx->q, r * ctx->q_dim * f},
+                 {(void **)&ctx->att, r * ctx->q_dim * f},
+                 {(void **)&ctx->k, r * ctx->kv_dim * f},
+                 {(void **)&ctx->v, r * ctx->kv_dim * f},
+                 {(void **)&ctx->gate, r * c->hidden_dim * f},
+                 {(void **)&ctx->up, r * c->hidden_dim * f},
+                 {(void **)&ctx->rstd, r * f},
+                 {(void **)&ctx->logits_in, r * c->dim * f},
+                 {(void **)&ctx->logits, r * c->vocab_size * f},
+                 {(void **)&ctx->in16, ctx->params16 ? r * widest * sizeof(uint16_t) : 0},
+                 {(void **)&ctx->tokens, r * i32},
+                 {(void **)&ctx->seqs, r * i32},
+                 {(void **)&ctx->positions, r * i32},
+                 {(void **)&ctx->out_rows, r * i32}};
+  size_t total = 0;
+  for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++) {
+    total += buffers[i].bytes;
+    if (buffers[i].bytes && ctx->be->alloc(buffers[i].ptr, buffers[i].bytes)) {
+      context_free(ctx);
+      return herd_seterr(HERD_ENOMEM,
+                         "generate: cannot allocate the KV cache (%d sequences of %d "
+                         "positions, %s) and buffers for %d rows on %s (%zu bytes so far)",
+                         n_seqs, max_len, herd_dtype_name(ctx->cache_dtype), max_rows,
+                         herd_model_device(model), total);
+    }
   }
   return HERD_OK;
+}
+
+// Copies positions [0, len) of sequence `from` to sequence `to`, in every layer.
+static int cache_copy(kv_context *ctx, int from, int to, int len) {
+  const size_t row = (size_t)ctx->kv_dim * ctx->cache_elem, bytes = (size_t)len * row;
+  for (int l = 0; l < ctx->cfg.n_layers; l++) {
+    const size_t layer = (size_t)l * ctx->n_seqs * ctx->max_len;
+    const size_t src = (layer + (size_t)from * ctx->max_len) * row;
+    const size_t dst = (layer + (size_t)to * ctx->max_len) * row;
+    TRY(ctx->be->copy((char *)ctx->k_cache + dst, (char *)ctx->k_cache + src, bytes));
+    TRY(ctx->be->copy((char *)ctx->v_cache + dst, (char *)ctx->v_cache + src, bytes));
+  }
+  return HERD_OK;
+}
+
+// Layer l's cache (k or v).
+static void *layer_cache(const kv_context *ctx, void *cache, int l) {
+  return (char *)cache + (size_t)l * ctx->n_seqs * ctx->max_len * ctx->kv_dim * ctx->cache_elem;
+}
+
+// out(rows, OC) = inp(rows, C) @ weight^T, in the model's precision.
+static int linear(kv_context *ctx, float *out, const float *inp, const float *weight, int rows,
+                  int c, int oc) {
+  if (!ctx->params16) return ctx->be->linear_forward(out, inp, weight, NULL, rows, c, oc);
+  TRY(ctx->be->to_bf16(ctx->in16, inp, (int64_t)rows * c));
+  return ctx->be->linear_forward_bf16(out, ctx->in16, ctx->params16 + (weight - ctx->p.embed), rows,
+                                      c, oc);
+}
+
+// `host` (n int32) where the backend reads it: itself on the host, else copied into `slot`.
+static int stage(kv_context *ctx, const int32_t **placed, const int *host, int32_t *slot, int n) {
+  if (ctx->host) {
+    *placed = (const int32_t *)host;
+    return HERD_OK;
+  }
+  *placed = slot;
+  return ctx->be->upload(slot, host, (size_t)n * sizeof(int32_t));
+}
+
+// One layer over the rows: attention through the cache, then the MLP, in place on ctx->x.
+static int layer_rows(kv_context *ctx, int l, int rows, const int32_t *seqs, const int32_t *pos) {
+  const herd_backend *be = ctx->be;
+  const herd_model_config *c = &ctx->cfg;
+  const herd_model_params *p = &ctx->p;
+  const int C = c->dim, F = c->hidden_dim, D = ctx->head_dim;
+  const int qd = ctx->q_dim, kvd = ctx->kv_dim;
+  TRY(be->rmsnorm_forward(ctx->xn, ctx->rstd, ctx->x, p->attn_norm + (int64_t)l * C, rows, C,
+                          c->norm_eps));
+  TRY(linear(ctx, ctx->q, ctx->xn, p->wq + (int64_t)l * qd * C, rows, C, qd));
+  TRY(linear(ctx, ctx->k, ctx->xn, p->wk + (int64_t)l * kvd * C, rows, C, kvd));
+  TRY(linear(ctx, ctx->v, ctx->xn, p->wv + (int64_t)l * kvd * C, rows, C, kvd));
+  TRY(be->rope_forward(ctx->q, ctx->q, pos, rows, c->n_heads, D, c->rope_theta));
+  TRY(be->rope_forward(ctx->k, ctx->k, pos, rows, c->n_kv_heads, D, c->rope_theta));
+  void *kc = layer_cache(ctx, ctx->k_cache, l), *vc = layer_cache(ctx, ctx->v_cache, l);
+  TRY(be->kv_store(kc, vc, ctx->cache_dtype, ctx->k, ctx->v, seqs, pos, rows, ctx->max_len, kvd));
+  TRY(be->cached_attention(ctx->att, ctx->q, kc, vc, ctx->cache_dtype, seqs, pos, rows,
+                           ctx->max_len, c->n_heads, c->n_kv_heads, D));
+  TRY(linear(ctx, ctx->tmp, ctx->att, p->wo + (int64_t)l * C * qd, rows, qd, C));
+  TRY(be->add(ctx->x, ctx->x, ctx->tmp, (int64_t)rows * C));
+  TRY(be->rmsnorm_forward(ctx->xn, ctx->rstd, ctx->x, p->mlp_norm + (int64_t)l * C, rows, C,
+                          c->norm_eps));
+  TRY(linear(ctx, ctx->gate, ctx->xn, p->w_gate + (int64_t)l * F * C, rows, C, F));
+  TRY(linear(ctx, ctx->up, ctx->xn, p->w_up + (int64_t)l * F * C, rows, C, F));
+  TRY(be->swiglu_forward(ctx->gate, ctx->gate, ctx->up, (int64_t)rows * F));
+  TRY(linear(ctx, ctx->tmp, ctx->gate, p->w_down + (int64_t)l * C * F, rows, F, C));
+  return be->add(ctx->x, ctx->x, ctx->tmp, (int64_t)rows * C);
+}
+
+// Runs `rows` rows (tokens[r] of sequence seqs[r] at position pos[r]) through the model,
+// filling the cache; logits(n_out, V), in host memory, for rows out_rows[0..n_out).
+static int forward_rows(kv_context *ctx, int rows, const int32_t *tokens, const int *seqs,
+                        const int *pos, int n_out, const int *out_rows, float *logits) {
+  const herd_backend *be = ctx->be;
+  const herd_model_config *c = &ctx->cfg;
+  const int C = c->dim, V = c->vocab_size;
+  const int32_t *d_tokens, *d_seqs, *d_pos, *d_out;
+  TRY(stage(ctx, &d_tokens, (const int *)tokens, ctx->tokens, rows));
+  TRY(stage(ctx, &d_seqs, seqs, ctx->seqs, rows));
+  TRY(stage(ctx, &d_pos, pos, ctx->positions, rows));
+  TRY(be->embedding_forward(ctx->x, d_tokens, ctx->p.embed, rows, V, C));  // checked already
+  for (int l = 0; l < c->n_layers; l++) TRY(layer_rows(ctx, l, rows, d_seqs, d_pos));
+  if (n_out <= 0) return HERD_OK;
+  TRY(stage(ctx, &d_out, out_rows, ctx->out_rows, n_out));
+  TRY(be->gather_rows(ctx->logits_in, ctx->x, d_out, n_out, C));
+  TRY(be->rmsnorm_forward(ctx->xn, ctx->rstd, ctx->logits_in, ctx->p.final_norm, n_out, C,
+                          c->norm_eps));
+  if (ctx->host) return linear(ctx, logits, ctx->xn, ctx->lm_head, n_out, C, V);
+  TRY(linear(ctx, ctx->logits, ctx->xn, ctx->lm_head, n_out, C, V));
+  return be->download(logits, ctx->logits, (size_t)n_out * V * sizeof(float));
+}
+
+static float *falloc(int64_t n) {  // host memory
+  return malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
 }
 
 static int thread_id(void) {
@@ -94,99 +222,6 @@ static int thread_id(void) {
 #else
   return 0;
 #endif
-}
-
-static float *cache_at(const kv_context *ctx, float *cache, int layer, int seq, int pos) {
-  return cache + (((int64_t)layer * ctx->n_seqs + seq) * ctx->max_len + pos) * ctx->kv_dim;
-}
-
-// Copies positions [0, len) of sequence `from` to sequence `to`, in every layer.
-static void cache_copy(kv_context *ctx, int from, int to, int len) {
-  const size_t bytes = (size_t)len * ctx->kv_dim * sizeof(float);
-  for (int l = 0; l < ctx->cfg.n_layers; l++) {
-    memcpy(cache_at(ctx, ctx->k_cache, l, to, 0), cache_at(ctx, ctx->k_cache, l, from, 0), bytes);
-    memcpy(cache_at(ctx, ctx->v_cache, l, to, 0), cache_at(ctx, ctx->v_cache, l, from, 0), bytes);
-  }
-}
-
-// att(rows, H*D): row r's query heads attend to the cached keys 0..pos[r] of sequence seq[r].
-// One (row, kv head) at a time: its group of query heads shares the keys and values, so
-// S = scale Q K^T and O = softmax(S) V are two small sgemms.
-static void cached_attention(kv_context *ctx, int layer, int rows, const int *seqs) {
-  const int h = ctx->cfg.n_heads, kvh = ctx->cfg.n_kv_heads, d = ctx->head_dim;
-  const int group = h / kvh, kv_dim = ctx->kv_dim, q_dim = ctx->q_dim;
-  const float scale = 1.0f / sqrtf((float)d);
-  int64_t work = 0;
-  for (int r = 0; r < rows; r++) work += (int64_t)(ctx->positions[r] + 1) * h * d;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(ctx->n_threads) if (work >= 65536)
-  for (int64_t rg = 0; rg < (int64_t)rows * kvh; rg++) {
-    const int r = (int)(rg / kvh), g = (int)(rg % kvh), n = ctx->positions[r] + 1;
-    const float *q = ctx->q + (int64_t)r * q_dim + (int64_t)g * group * d;  // (group, D)
-    const float *keys = cache_at(ctx, ctx->k_cache, layer, seqs[r], 0) + (int64_t)g * d;
-    const float *vals = cache_at(ctx, ctx->v_cache, layer, seqs[r], 0) + (int64_t)g * d;
-    float *out = ctx->att + (int64_t)r * q_dim + (int64_t)g * group * d;       // (group, D)
-    float *s = ctx->scores + (int64_t)thread_id() * 2 * group * ctx->max_len;  // (group, n)
-    float *prob = s + (int64_t)group * ctx->max_len;                           // (group, n)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, group, n, d, scale, q, d, keys, kv_dim,
-                0.0f, s, n);
-    for (int i = 0; i < group; i++) {
-      const float *si = s + (int64_t)i * n;
-      float *pi = prob + (int64_t)i * n;
-      float max = si[0];
-      for (int j = 1; j < n; j++) max = si[j] > max ? si[j] : max;
-      herd_exp_shifted(pi, si, max, n);
-      double sum = 0;
-      for (int j = 0; j < n; j++) sum += pi[j];
-      const float inv = (float)(1.0 / sum);
-      for (int j = 0; j < n; j++) pi[j] *= inv;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, group, d, n, 1.0f, prob, n, vals, kv_dim,
-                0.0f, out, d);
-  }
-}
-
-// Runs `rows` rows (tokens[r] of sequence seqs[r] at position pos[r]) through the model,
-// filling the cache; logits(n_out, V) for rows out_rows[0..n_out).
-static void forward_rows(kv_context *ctx, int rows, const int32_t *tokens, const int *seqs,
-                         const int *pos, int n_out, const int *out_rows, float *logits) {
-  const herd_model_config *c = &ctx->cfg;
-  const herd_model_params *p = &ctx->p;
-  const int C = c->dim, F = c->hidden_dim, D = ctx->head_dim;
-  const int qd = ctx->q_dim, kvd = ctx->kv_dim;
-  for (int r = 0; r < rows; r++) ctx->positions[r] = pos[r];
-  (void)herd_cpu_embedding_forward(ctx->x, tokens, p->embed, rows, c->vocab_size, C);  // checked
-  for (int l = 0; l < c->n_layers; l++) {
-    herd_cpu_rmsnorm_forward(ctx->xn, ctx->rstd, ctx->x, p->attn_norm + (int64_t)l * C, rows, C,
-                             c->norm_eps);
-    herd_cpu_linear_forward(ctx->q, ctx->xn, p->wq + (int64_t)l * qd * C, NULL, rows, C, qd);
-    herd_cpu_linear_forward(ctx->k, ctx->xn, p->wk + (int64_t)l * kvd * C, NULL, rows, C, kvd);
-    herd_cpu_linear_forward(ctx->v, ctx->xn, p->wv + (int64_t)l * kvd * C, NULL, rows, C, kvd);
-    herd_cpu_rope_forward(ctx->q, ctx->q, ctx->positions, rows, c->n_heads, D, c->rope_theta);
-    herd_cpu_rope_forward(ctx->k, ctx->k, ctx->positions, rows, c->n_kv_heads, D, c->rope_theta);
-    for (int r = 0; r < rows; r++) {
-      memcpy(cache_at(ctx, ctx->k_cache, l, seqs[r], pos[r]), ctx->k + (int64_t)r * kvd,
-             (size_t)kvd * sizeof(float));
-      memcpy(cache_at(ctx, ctx->v_cache, l, seqs[r], pos[r]), ctx->v + (int64_t)r * kvd,
-             (size_t)kvd * sizeof(float));
-    }
-    cached_attention(ctx, l, rows, seqs);
-    herd_cpu_linear_forward(ctx->tmp, ctx->att, p->wo + (int64_t)l * C * qd, NULL, rows, qd, C);
-    herd_cpu_add(ctx->x, ctx->x, ctx->tmp, (int64_t)rows * C);
-    herd_cpu_rmsnorm_forward(ctx->xn, ctx->rstd, ctx->x, p->mlp_norm + (int64_t)l * C, rows, C,
-                             c->norm_eps);
-    herd_cpu_linear_forward(ctx->gate, ctx->xn, p->w_gate + (int64_t)l * F * C, NULL, rows, C, F);
-    herd_cpu_linear_forward(ctx->up, ctx->xn, p->w_up + (int64_t)l * F * C, NULL, rows, C, F);
-    herd_cpu_swiglu_forward(ctx->gate, ctx->gate, ctx->up, (int64_t)rows * F);
-    herd_cpu_linear_forward(ctx->tmp, ctx->gate, p->w_down + (int64_t)l * C * F, NULL, rows, F, C);
-    herd_cpu_add(ctx->x, ctx->x, ctx->tmp, (int64_t)rows * C);
-  }
-  if (n_out <= 0) return;
-  for (int i = 0; i < n_out; i++)
-    memcpy(ctx->logits_in + (int64_t)i * C, ctx->x + (int64_t)out_rows[i] * C,
-           (size_t)C * sizeof(float));
-  herd_cpu_rmsnorm_forward(ctx->xn, ctx->rstd, ctx->logits_in, p->final_norm, n_out, C,
-                           c->norm_eps);
-  herd_cpu_linear_forward(logits, ctx->xn, ctx->lm_head, NULL, n_out, C, c->vocab_size);
 }
 
 // ---------------------------------------------------------------- sampling
@@ -329,14 +364,14 @@ static int check_model(herd_model *model) {
   const herd_model_config *c = herd_model_get_config(model);
   if (!c->lm_head)
     return herd_seterr(HERD_EINVAL, "generate: the model has no language-model head");
-  return herd_model_require_host(model, "generate");  // the KV-cache decoder is CPU code
+  return HERD_OK;
 }
 
 // Prefills prompts[i] (lengths[i] tokens, i < n) into sequences seqs[i], in chunks of at most
 // ctx->max_rows rows; logits(n, V) of each prompt's last token.
-static void prefill(kv_context *ctx, int n, const int32_t *const *prompts, const int *lengths,
-                    const int *seqs, float *logits, int32_t *tokens, int *row_seq, int *row_pos,
-                    int *out_rows) {
+static int prefill(kv_context *ctx, int n, const int32_t *const *prompts, const int *lengths,
+                   const int *seqs, float *logits, int32_t *tokens, int *row_seq, int *row_pos,
+                   int *out_rows) {
   const int v = ctx->cfg.vocab_size;
   int rows = 0, n_out = 0, first_out = 0;  // the chunk being gathered
   for (int i = 0; i < n; i++) {
@@ -345,13 +380,14 @@ static void prefill(kv_context *ctx, int n, const int32_t *const *prompts, const
       if (t == lengths[i] - 1) out_rows[n_out++] = rows;
       rows++;
       if (rows == ctx->max_rows || (i == n - 1 && t == lengths[i] - 1)) {
-        forward_rows(ctx, rows, tokens, row_seq, row_pos, n_out, out_rows,
-                     logits + (int64_t)first_out * v);
+        TRY(forward_rows(ctx, rows, tokens, row_seq, row_pos, n_out, out_rows,
+                         logits + (int64_t)first_out * v));
         first_out += n_out;
         rows = 0, n_out = 0;
       }
     }
   }
+  return HERD_OK;
 }
 
 // ---------------------------------------------------------------- generate
@@ -423,11 +459,12 @@ int herd_generate(herd_model *model, int n_prompts, const int32_t *const *prompt
     for (int64_t i = 0; i < (int64_t)n * max_new; i++) out->tokens[i] = -1, out->logprobs[i] = 0;
     // one prefill per prompt, into its first sample's cache, shared by copying
     for (int i = 0; i < n_prompts; i++) prompt_seq[i] = i * k;
-    prefill(&ctx, n_prompts, prompts, prompt_lengths, prompt_seq, logits, tokens, row_seq, row_pos,
-            out_rows);
-    for (int i = 0; i < n_prompts; i++)
-      for (int j = 1; j < k; j++) cache_copy(&ctx, i * k, i * k + j, prompt_lengths[i]);
-    int n_active = n;
+    status = prefill(&ctx, n_prompts, prompts, prompt_lengths, prompt_seq, logits, tokens, row_seq,
+                     row_pos, out_rows);
+    for (int i = 0; i < n_prompts && !status; i++)
+      for (int j = 1; j < k && !status; j++)
+        status = cache_copy(&ctx, i * k, i * k + j, prompt_lengths[i]);
+    int n_active = status ? 0 : n;
     for (int s = 0; s < n; s++) active[s] = s, logit_row[s] = s / k;
     for (int step = 0; step < max_new && n_active > 0; step++) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (n_active > 1)
@@ -456,7 +493,9 @@ int herd_generate(herd_model *model, int n_prompts, const int32_t *const *prompt
         rows++;
       }
       n_active = rows;
-      if (n_active > 0) forward_rows(&ctx, rows, tokens, row_seq, row_pos, rows, out_rows, logits);
+      if (n_active > 0)
+        status = forward_rows(&ctx, rows, tokens, row_seq, row_pos, rows, out_rows, logits);
+      if (status) n_active = 0;
     }
     context_free(&ctx);
   }
@@ -500,10 +539,12 @@ int herd_generate_logits(herd_model *model, int n_seqs, const int32_t *const *to
     for (int i = 0; i < n_seqs; i++) {
       for (int t = 0; t < n_prefill[i]; t++)
         row_tok[t] = tokens[i][t], row_seq[t] = i, row_pos[t] = t, out_rows[t] = t;
-      forward_rows(&ctx, n_prefill[i], row_tok, row_seq, row_pos, n_prefill[i], out_rows, out[i]);
+      status = forward_rows(&ctx, n_prefill[i], row_tok, row_seq, row_pos, n_prefill[i], out_rows,
+                            out[i]);
+      if (status) break;
     }
     // then the rest decoded together, one token per unfinished sequence per step
-    for (int step = 0;; step++) {
+    for (int step = 0; !status; step++) {
       int rows = 0;
       for (int i = 0; i < n_seqs; i++) {
         const int t = n_prefill[i] + step;
@@ -513,7 +554,8 @@ int herd_generate_logits(herd_model *model, int n_seqs, const int32_t *const *to
         rows++;
       }
       if (!rows) break;
-      forward_rows(&ctx, rows, row_tok, row_seq, row_pos, rows, out_rows, logits);
+      if ((status = forward_rows(&ctx, rows, row_tok, row_seq, row_pos, rows, out_rows, logits)))
+        break;
       for (int i = 0, r = 0; i < n_seqs; i++) {
         const int t = n_prefill[i] + step;
         if (t >= lengths[i]) continue;

@@ -361,12 +361,6 @@ int herd_model_on_host(const herd_model *model) {
   return model->host;
 }
 
-int herd_model_require_host(const herd_model *model, const char *what) {
-  if (model->host) return HERD_OK;
-  return herd_seterr(HERD_EINVAL, "%s: runs on CPU models; this model is on %s", what,
-                     model->be->name);
-}
-
 // Where `which` lives and how many floats it holds now.
 static float *buffer_of(const herd_model *m, herd_model_buffer which, size_t *count) {
   switch (which) {
@@ -512,6 +506,20 @@ int herd_model_set_precision(herd_model *model, herd_dtype compute) {
   model->bf16 = 1;
   model->params16_stale = 1;
   model->fwd_b = 0;  // a backward must follow a forward in the same precision
+  return HERD_OK;
+}
+
+const herd_backend *herd_model_backend(const herd_model *model) {
+  return model->be;
+}
+
+static int prepare_precision(herd_model *m);
+
+int herd_model_weights_bf16(herd_model *model, const uint16_t **params16) {
+  *params16 = NULL;
+  if (!model->bf16) return HERD_OK;
+  TRY(prepare_precision(model));
+  *params16 = model->params16;
   return HERD_OK;
 }
 

@@ -101,9 +101,6 @@ int herd_model_init(herd_model *model, uint64_t seed);
 const char *herd_model_device(const herd_model *model);
 // 1 for a model in host memory (the CPU backend), else 0.
 int herd_model_on_host(const herd_model *model);
-// HERD_OK for a model in host memory; else HERD_EINVAL naming `what` and the device, for the
-// parts of herd that read the buffers directly (checkpoints, generation) and run on the CPU.
-int herd_model_require_host(const herd_model *model, const char *what);
 
 // Copies between host memory and the model's buffers on any backend: parameters, gradients,
 // AdamW moments (n_params floats each; all of these can be written too), the last forward's

@@ -15,6 +15,7 @@
 #include "backend.h"
 #include "checkpoint.h"
 #include "error.h"
+#include "generate.h"
 #include "gradcheck.h"
 #include "model.h"
 #include "threads.h"
@@ -888,6 +889,27 @@ static int staged_scalar_head_backward(float *dhidden, float *dweight, float *db
                                                p, c);
 }
 
+static int staged_kv_store(void *k_cache, void *v_cache, herd_dtype cache, const float *k,
+                           const float *v, const int32_t *seq, const int32_t *pos, int rows,
+                           int max_len, int kv_dim) {
+  expect_on_device(seq, "kv_store sequences");
+  expect_on_device(pos, "kv_store positions");
+  return herd_cpu_backend.kv_store(k_cache, v_cache, cache, k, v, seq, pos, rows, max_len, kv_dim);
+}
+static int staged_cached_attention(float *att, const float *q, const void *k_cache,
+                                   const void *v_cache, herd_dtype cache, const int32_t *seq,
+                                   const int32_t *pos, int rows, int max_len, int h, int kvh,
+                                   int d) {
+  expect_on_device(seq, "cached_attention sequences");
+  expect_on_device(pos, "cached_attention positions");
+  return herd_cpu_backend.cached_attention(att, q, k_cache, v_cache, cache, seq, pos, rows, max_len,
+                                           h, kvh, d);
+}
+static int staged_gather_rows(float *dst, const float *src, const int32_t *index, int n, int c) {
+  expect_on_device(index, "gather_rows index");
+  return herd_cpu_backend.gather_rows(dst, src, index, n, c);
+}
+
 static herd_backend staged_backend(void) {
   herd_backend be = herd_cpu_backend;
   be.name = "staged";
@@ -902,6 +924,9 @@ static herd_backend staged_backend(void) {
   be.weighted_nll = staged_weighted_nll;
   be.scalar_head_forward = staged_scalar_head_forward;
   be.scalar_head_backward = staged_scalar_head_backward;
+  be.kv_store = staged_kv_store;
+  be.cached_attention = staged_cached_attention;
+  be.gather_rows = staged_gather_rows;
   return be;
 }
 
@@ -1253,6 +1278,75 @@ Test(model, bf16_overfits_a_fixed_batch) {
   cr_expect(loss < 0.1f * first, "loss %g from %g", (double)loss, (double)first);
   cr_expect_eq(herd_model_set_precision(m, HERD_I32), HERD_EINVAL);
   cr_expect(strstr(herd_errmsg(), "i32 is not a compute precision"), "%s", herd_errmsg());
+  herd_model_free(m);
+}
+
+// Generation through a backend: the staged backend's tokens, log-probabilities and lengths are
+// the CPU's bits, in f32 and in bf16 (bf16 matmuls and a bf16 KV cache).
+static void expect_same_generation(int bf16) {
+  herd_model_config cfg = tiny_config();
+  cfg.scalar_head = 0;
+  herd_backend staged = staged_backend();
+  herd_model *cpu, *dev;
+  cr_assert_eq(herd_model_new(&cpu, &cfg, 1, 8), HERD_OK);
+  cr_assert_eq(herd_model_new(&dev, &cfg, 1, 8), HERD_OK);
+  herd_model_init(cpu, 31);
+  herd_model_init(dev, 31);
+  if (bf16) {
+    cr_assert_eq(herd_model_set_precision(cpu, HERD_BF16), HERD_OK);
+    cr_assert_eq(herd_model_set_precision(dev, HERD_BF16), HERD_OK);
+  }
+  cr_assert_eq(herd_model_to(dev, &staged, 0, 0), HERD_OK);
+  const int32_t a[] = {1, 5, 9, 2}, b[] = {7, 3};
+  const int32_t *prompts[] = {a, b};
+  const int lengths[] = {4, 2};
+  const uint64_t seeds[] = {11, 12, 13, 14};
+  herd_sampling sampling = {.temperature = 0.8f, .top_p = 0.95f, .top_k = 0, .max_new = 9};
+  herd_generation g[2];
+  cr_assert_eq(herd_generate(cpu, 2, prompts, lengths, 2, &sampling, seeds, &g[0]), HERD_OK, "%s",
+               herd_errmsg());
+  cr_assert_eq(herd_generate(dev, 2, prompts, lengths, 2, &sampling, seeds, &g[1]), HERD_OK, "%s",
+               herd_errmsg());
+  cr_expect(memcmp(g[0].tokens, g[1].tokens, sizeof(int32_t) * 4 * 9) == 0, "tokens");
+  cr_expect(memcmp(g[0].logprobs, g[1].logprobs, sizeof(float) * 4 * 9) == 0, "logprobs");
+  cr_expect(memcmp(g[0].lengths, g[1].lengths, sizeof(int) * 4) == 0, "lengths");
+  herd_generation_free(&g[0]), herd_generation_free(&g[1]);
+  herd_model_free(cpu), herd_model_free(dev);
+}
+
+Test(model, a_staged_backend_generates_the_cpu_bits) {
+  expect_same_generation(0);
+  expect_same_generation(1);
+}
+
+// In bf16 precision, generation reads a bf16 KV cache where the training forward's attention
+// reads f32 keys and values: the cached logits differ from the forward's by about what rounding
+// K and V to bf16 moves them (2^-9 relative per value), and not at all in f32.
+Test(model, bf16_generation_logits_stay_near_the_forward) {
+  herd_model_config cfg = tiny_config();
+  cfg.scalar_head = 0;
+  herd_model *m;
+  cr_assert_eq(herd_model_new(&m, &cfg, 1, 12), HERD_OK);
+  random_params(m, 33);
+  int32_t seq[12] = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8};
+  const int32_t *seqs[] = {seq};
+  const int lengths[] = {12}, prefill[] = {5};
+  float cached[12 * 19];
+  float *outs[] = {cached};
+  herd_batch bt = {.b = 1, .t = 12, .tokens = seq};
+  double err[2];
+  for (int bf16 = 0; bf16 < 2; bf16++) {
+    cr_assert_eq(herd_model_set_precision(m, bf16 ? HERD_BF16 : HERD_F32), HERD_OK);
+    cr_assert_eq(herd_generate_logits(m, 1, seqs, lengths, prefill, outs), HERD_OK, "%s",
+                 herd_errmsg());
+    cr_assert_eq(herd_model_forward(m, &bt, NULL), HERD_OK);
+    double want[12 * 19];
+    for (int i = 0; i < 12 * 19; i++) want[i] = herd_model_logits(m)[i];
+    err[bf16] = scaled_error(cached, want, 12 * 19);
+  }
+  cr_log_info("cached logits against the forward: f32 %.2e, bf16 %.2e", err[0], err[1]);
+  cr_expect(err[0] < 1e-5, "f32 %g", err[0]);
+  cr_expect(err[1] < 2e-2 && err[1] > 1e-5, "bf16 %g", err[1]);
   herd_model_free(m);
 }
 

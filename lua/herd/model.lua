@@ -166,10 +166,6 @@ end
 -- -> { { tokens =, logprobs =, prompt = p, sample = j, seed = s }, ... }
 function methods:generate(opts)
   local prompts = opts.prompts or error("generate: prompts is required", 2)
-  if self:device() ~= "cpu" then
-    error(string.format("generate: the KV-cache decoder runs on the CPU; this model is on %s " ..
-      "(m:to(\"cpu\") moves it)", self:device()), 2)
-  end
   local k = opts.k or 1
   local n = #prompts * k
   local seeds = opts.seeds
