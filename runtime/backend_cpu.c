@@ -13,9 +13,6 @@
 #include "vexp.h"
 
 #include <cblas.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 static int cpu_alloc(void **ptr, size_t bytes) {
   *ptr = bytes ? calloc(1, bytes) : NULL;
@@ -128,14 +125,6 @@ static int cpu_kv_store(void *k_cache, void *v_cache, herd_dtype cache, const fl
   return HERD_OK;
 }
 
-static int thread_id(void) {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
 // (n, d) f32 from kv head g of positions 0..n of a bf16 cache row block (stride kv_dim).
 static void widen_head(float *out, const uint16_t *cache, int n, int d, int kv_dim) {
   for (int j = 0; j < n; j++)
@@ -163,7 +152,7 @@ static int cpu_cached_attention(float *att, const float *q, const void *k_cache,
     const int64_t base = (int64_t)seqs[r] * max_len * kv_dim + (int64_t)g * d;
     const float *qr = q + (int64_t)r * q_dim + (int64_t)g * group * d;  // (group, D)
     float *out = att + (int64_t)r * q_dim + (int64_t)g * group * d;     // (group, D)
-    float *s = scratch + (size_t)thread_id() * per_thread;              // (group, n)
+    float *s = scratch + (size_t)herd_thread_id() * per_thread;         // (group, n)
     float *prob = s + (int64_t)group * max_len;                         // (group, n)
     const float *keys, *vals;
     int ld;

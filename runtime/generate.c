@@ -25,10 +25,6 @@
 #include "threads.h"
 #include "vexp.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 enum { PREFILL_ROWS = 256 };  // rows of one prefill chunk (a prompt may span several)
 
 #define TRY(expr)                \
@@ -214,14 +210,6 @@ static int forward_rows(kv_context *ctx, int rows, const int32_t *tokens, const 
 
 static float *falloc(int64_t n) {  // host memory
   return malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-}
-
-static int thread_id(void) {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
 }
 
 // ---------------------------------------------------------------- sampling
@@ -469,7 +457,7 @@ int herd_generate(herd_model *model, int n_prompts, const int32_t *const *prompt
     for (int step = 0; step < max_new && n_active > 0; step++) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (n_active > 1)
       for (int a = 0; a < n_active; a++) {
-        sampler_scratch *w = &scratch[thread_id()];
+        sampler_scratch *w = &scratch[herd_thread_id()];
         const int s = active[a];
         const float *row = logits + (int64_t)logit_row[a] * v;
         float logprob;

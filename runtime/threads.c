@@ -29,3 +29,7 @@ int herd_threads(void) {
   }
   return thread_count;
 }
+
+int herd_thread_id(void) {
+  return omp_get_thread_num();
+}

@@ -1,4 +1,4 @@
-// defines: herd_threads, herd_set_threads
+// defines: herd_threads, herd_set_threads, herd_thread_id
 //
 // The CPU thread count used by OpenMP loops and OpenBLAS: HERD_THREADS when set, else the
 // number of online cores. Kernels split work so that results do not depend on this number.
@@ -10,5 +10,8 @@ int herd_threads(void);
 // Sets the OpenMP thread count (n >= 1; HERD_EINVAL otherwise). OpenBLAS is kept at one thread:
 // matmuls are parallelised by herd over fixed tiles, so results do not depend on n.
 int herd_set_threads(int n);
+// The calling thread's number in the innermost OpenMP team (0 outside one): an index into
+// per-thread scratch.
+int herd_thread_id(void);
 
 #endif
