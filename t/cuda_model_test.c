@@ -140,11 +140,14 @@ Test(cuda_model, training_step_matches_the_cpu) {
 }
 
 // Mixed precision on both devices. Products of bf16 operands are exact in f32 everywhere; what
-// differs is the order of cuBLASLt's f32 sums (about 1e-6 relative), and where that moves an
-// activation across a bf16 rounding boundary (odds about 1e-6 / 2^-8, a few in 10^4 elements)
-// that element changes by one bf16 step (2^-8). Norm-wise this stays near 1e-4 for the forward;
-// the backward rounds each output gradient again, hence 1e-3 for the gradients. A wrong operand
-// or transpose would be off by O(1).
+// differs is the order of cuBLASLt's f32 sums (about 1e-6 relative). Where that puts an
+// activation on the other side of a bf16 rounding boundary (a tie, or within an ulp of one:
+// rare, but t/cuda_emu/run meets one in these tests), that element moves by one bf16 step,
+// 2^-8 = 3.9e-3 relative, and everything computed from it moves with it: in the emulation one
+// flipped key moved every later position's logits by 5e-3 norm-wise (peaked weights), and on
+// other shapes the forward logits by 4e-4. Hence 2e-3 for the forward, 1e-2 for the gradients
+// (each output gradient is rounded again) and the loss after a step. A wrong operand,
+// transpose or leading dimension is off by O(1).
 Test(cuda_model, bf16_training_step_matches_the_cpu_in_bf16) {
   require_gpu();
   herd_model *cpu = model_on(&herd_cpu_backend), *gpu = model_on(herd_cuda_backend());
@@ -157,19 +160,19 @@ Test(cuda_model, bf16_training_step_matches_the_cpu_in_bf16) {
   float loss_cpu, loss_gpu;
   CUDA_OK(herd_model_forward(cpu, &batch, &loss_cpu));
   CUDA_OK(herd_model_forward(gpu, &batch, &loss_gpu));
-  cr_expect(fabs(loss_gpu - loss_cpu) <= 1e-4 * fabs(loss_cpu), "loss: cpu %.9g, gpu %.9g",
+  cr_expect(fabs(loss_gpu - loss_cpu) <= 2e-3 * fabs(loss_cpu), "loss: cpu %.9g, gpu %.9g",
             (double)loss_cpu, (double)loss_gpu);
-  expect_close(cpu, gpu, HERD_MODEL_LOGITS, "bf16 logits", (size_t)N * CONFIG.vocab_size, 1e-4);
+  expect_close(cpu, gpu, HERD_MODEL_LOGITS, "bf16 logits", (size_t)N * CONFIG.vocab_size, 2e-3);
   herd_model_zero_grad(cpu), herd_model_zero_grad(gpu);
   CUDA_OK(herd_model_backward(cpu, &batch));
   CUDA_OK(herd_model_backward(gpu, &batch));
-  expect_close(cpu, gpu, HERD_MODEL_GRADS, "bf16 gradients", n_params, 1e-3);
+  expect_close(cpu, gpu, HERD_MODEL_GRADS, "bf16 gradients", n_params, 1e-2);
   herd_adamw opt = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f};
   CUDA_OK(herd_model_step(cpu, &opt, NULL));
   CUDA_OK(herd_model_step(gpu, &opt, NULL));
   CUDA_OK(herd_model_forward(cpu, &batch, &loss_cpu));  // the bf16 weights follow the step
   CUDA_OK(herd_model_forward(gpu, &batch, &loss_gpu));
-  cr_expect(fabs(loss_gpu - loss_cpu) <= 1e-3 * fabs(loss_cpu), "loss after a step: %.9g, %.9g",
+  cr_expect(fabs(loss_gpu - loss_cpu) <= 1e-2 * fabs(loss_cpu), "loss after a step: %.9g, %.9g",
             (double)loss_cpu, (double)loss_gpu);
   herd_model_free(cpu), herd_model_free(gpu);
 }
@@ -191,7 +194,8 @@ static herd_model *peaked_model_on(const herd_backend *backend, int bf16) {
 }
 
 // Generation on the GPU against the CPU: the KV-cache logits (f32: 1e-5; bf16 matmuls and a
-// bf16 cache on both: 1e-3, for the reasons of the bf16 training test), and the same tokens at
+// bf16 cache on both: 2e-2, for the reasons of the bf16 training test: a cached key that rounds
+// the other way stays in the cache for every later position), and the same tokens at
 // temperature 0 for four prompts x two samples, 20 new tokens each.
 static void check_generation(int bf16) {
   herd_model *cpu = peaked_model_on(&herd_cpu_backend, bf16);
@@ -213,7 +217,7 @@ static void check_generation(int bf16) {
     for (int j = 0; j < lengths[i] * 128; j++)
       diff += ((double)b[j] - a[j]) * ((double)b[j] - a[j]), norm += (double)a[j] * a[j];
     double rel = sqrt(diff / norm);
-    cr_expect(rel < (bf16 ? 1e-3 : 1e-5), "%s cached logits of sequence %d: %.3g",
+    cr_expect(rel < (bf16 ? 2e-2 : 1e-5), "%s cached logits of sequence %d: %.3g",
               bf16 ? "bf16" : "f32", i, rel);
     free(a), free(b);
   }
