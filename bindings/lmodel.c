@@ -338,6 +338,19 @@ static int model_forward(lua_State *L) {
   return 1;
 }
 
+// m:forward_backward(batch) -> loss (nil without targets): herd_model_forward_backward
+static int model_forward_backward(lua_State *L) {
+  model_box *box = check_model(L);
+  herd_batch batch = check_batch(L, 2);
+  float loss = 0;
+  HERD_LUA_CHECK(L, herd_model_forward_backward(box->model, &batch, &loss));
+  if (batch.targets)
+    lua_pushnumber(L, loss);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
 static int model_backward(lua_State *L) {
   model_box *box = check_model(L);
   herd_batch batch = check_batch(L, 2);
@@ -580,6 +593,7 @@ int luaopen_herd_model_core(lua_State *L) {
   static const luaL_Reg methods[] = {{"save", model_save},
                                      {"forward", model_forward},
                                      {"backward", model_backward},
+                                     {"forward_backward", model_forward_backward},
                                      {"zero_grad", model_zero_grad},
                                      {"update", model_update},
                                      {"logprobs", model_logprobs},

@@ -84,6 +84,11 @@ struct herd_model {
   int64_t steps;
   float *act_memory;
   size_t act_bytes;
+  // The LM head's logits: the full (N, V) logits and their gradients (made on first use by
+  // herd_model_forward or logprobs), and the chunk herd_model_forward_backward works in.
+  float *full_logits;  // (2 N V): logits, then dlogits
+  float *head_chunk;   // (2 head_rows V): a chunk's logits, then its gradients
+  int head_rows;
   acts a;
   // Off the host: the batch's arrays are copied into `inputs` (device memory) before each pass;
   // `host_inputs` holds the defaults computed on the host (positions, loss weights) meanwhile.
@@ -249,7 +254,7 @@ int herd_model_new_on(herd_model **out, const herd_model_config *config, int max
   enum { N_ACTS = sizeof sizes / sizeof *sizes };
   _Static_assert(sizeof ptrs / sizeof *ptrs == N_ACTS, "activation table");
   _Static_assert(sizeof(int32_t) == sizeof(float), "positions share the float arena");
-  if (!config->lm_head) sizes[16] = sizes[N_ACTS - 1] = 0;  // no logits
+  sizes[16] = sizes[N_ACTS - 1] = 0;  // logits: allocated on demand (ensure_full_logits)
   size_t total = 0;
   for (int i = 0; i < N_ACTS; i++) total += sizes[i];
   if (!rc_alloc) rc_alloc = backend->alloc((void **)&m->act_memory, total * sizeof(float));
@@ -259,6 +264,13 @@ int herd_model_new_on(herd_model **out, const herd_model_config *config, int max
     if (!rc_alloc) rc_alloc = backend->alloc((void **)&m->input_floats, N * sizeof(float));
     m->host_inputs = malloc(N * sizeof(int32_t));
     if (!rc_alloc && !m->host_inputs) rc_alloc = HERD_ENOMEM;
+  }
+  if (!rc_alloc && config->lm_head) {
+    // default chunk: about 16M logits (64 MiB), at most the whole batch
+    size_t rows = ((size_t)1 << 24) / V;
+    m->head_rows = (int)(rows < 1 ? 1 : rows > N ? N : rows);
+    rc_alloc =
+        backend->alloc((void **)&m->head_chunk, 2 * (size_t)m->head_rows * V * sizeof(float));
   }
   if (rc_alloc) {
     herd_model_free(m);
@@ -284,8 +296,9 @@ int herd_model_new_on(herd_model **out, const herd_model_config *config, int max
 void herd_model_free(herd_model *model) {
   if (!model) return;
   void *buffers[] = {
-      model->params, model->grads,        model->m,        model->v,    model->act_memory,
-      model->inputs, model->input_floats, model->params16, model->in16, model->dout16};
+      model->params,      model->grads,        model->m,        model->v,    model->act_memory,
+      model->inputs,      model->input_floats, model->params16, model->in16, model->dout16,
+      model->full_logits, model->head_chunk};
   for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++)
     if (buffers[i]) model->be->release(buffers[i]);
   free(model->host_inputs);
@@ -475,6 +488,31 @@ static size_t widest_operand(const herd_model_config *c) {
   return widest;
 }
 
+// The full (N, V) logits and their gradients, for herd_model_forward and logprobs.
+static int ensure_full_logits(herd_model *m) {
+  if (m->full_logits || !m->config.lm_head) return HERD_OK;
+  size_t nv = (size_t)m->max_batch * m->max_seq * m->config.vocab_size;
+  if (m->be->alloc((void **)&m->full_logits, 2 * nv * sizeof(float)))
+    return herd_seterr(HERD_ENOMEM,
+                       "model: out of memory for the full logits (2 x %zu floats; "
+                       "herd_model_forward_backward trains without them)",
+                       nv);
+  m->a.logits = m->full_logits, m->a.dlogits = m->full_logits + nv;
+  return HERD_OK;
+}
+
+int herd_model_set_head_rows(herd_model *model, int rows) {
+  if (!model->config.lm_head) return HERD_OK;
+  size_t n = (size_t)model->max_batch * model->max_seq, v = (size_t)model->config.vocab_size;
+  if (rows < 1 || (size_t)rows > n)
+    return herd_seterr(HERD_EINVAL, "model_set_head_rows: %d rows (1 to %zu)", rows, n);
+  float *chunk;
+  TRY(model->be->alloc((void **)&chunk, 2 * (size_t)rows * v * sizeof(float)));
+  model->be->release(model->head_chunk);
+  model->head_chunk = chunk, model->head_rows = rows;
+  return HERD_OK;
+}
+
 int herd_model_set_precision(herd_model *model, herd_dtype compute) {
   if (compute != HERD_F32 && compute != HERD_BF16)
     return herd_seterr(HERD_EINVAL,
@@ -528,7 +566,9 @@ herd_dtype herd_model_precision(const herd_model *model) {
 }
 
 size_t herd_model_activation_bytes(const herd_model *model) {
-  return model->act_bytes;
+  size_t v = (size_t)model->config.vocab_size, n = (size_t)model->max_batch * model->max_seq;
+  size_t head = 2 * (size_t)model->head_rows * v + (model->full_logits ? 2 * n * v : 0);
+  return model->act_bytes + head * sizeof(float);
 }
 
 void herd_model_set_trainable(herd_model *model, int trunk, int lm_head, int scalar_head) {
@@ -700,8 +740,9 @@ static int linear_back(herd_model *m, float *dinp, float *dweight, const float *
                                      oc);
 }
 
-// Runs the trunk, the final norm, the LM head (when present) and the scalar head.
-static int forward_pass(herd_model *m, const herd_batch *bt) {
+// Runs the trunk, the final norm, the scalar head and, with lm_logits, the LM head over every
+// row (into the full logits).
+static int forward_pass(herd_model *m, const herd_batch *bt, int lm_logits) {
   const herd_backend *be = m->be;
   const herd_model_config *c = &m->config;
   acts *a = &m->a;
@@ -738,11 +779,19 @@ static int forward_pass(herd_model *m, const herd_batch *bt) {
   }
   TRY(be->rmsnorm_forward(a->xf, a->rstdf, a->resid + L * NM * C, p->final_norm, N, C,
                           c->norm_eps));
-  if (c->lm_head) TRY(linear(m, a->logits, a->xf, p->lm_head, N, C, c->vocab_size));
+  if (c->lm_head && lm_logits) TRY(linear(m, a->logits, a->xf, p->lm_head, N, C, c->vocab_size));
   if (bt->n_scores)
     TRY(be->scalar_head_forward(a->scores, a->xf, p->score, 0.0f, bt->score_positions, bt->n_scores,
                                 N, C));
   return HERD_OK;
+}
+
+// The batch's loss scale: loss_scale, or 1 / (the targets >= 0) when 0.
+static float loss_scale_of(const herd_batch *bt) {
+  if (bt->loss_scale != 0) return bt->loss_scale;
+  int n = bt->b * bt->t, count = 0;
+  for (int i = 0; i < n; i++) count += bt->targets[i] >= 0;
+  return count ? 1.0f / (float)count : 0.0f;
 }
 
 int herd_model_forward(herd_model *model, const herd_batch *batch, float *loss) {
@@ -750,18 +799,14 @@ int herd_model_forward(herd_model *model, const herd_batch *batch, float *loss) 
   int rc = check_batch(model, batch);
   if (rc) return rc;
   const herd_backend *be = model->be;
+  TRY(ensure_full_logits(model));
   herd_batch staged;
   TRY(stage_batch(model, batch, 0, &staged));
-  TRY(forward_pass(model, &staged));
+  TRY(forward_pass(model, &staged, 1));
   int n = batch->b * batch->t;
   float result = 0;
   if (batch->targets) {
-    float scale = batch->loss_scale;
-    if (scale == 0) {
-      int count = 0;
-      for (int i = 0; i < n; i++) count += batch->targets[i] >= 0;
-      scale = count ? 1.0f / (float)count : 0.0f;
-    }
+    float scale = loss_scale_of(batch);
     TRY(be->weighted_nll(model->a.losses, NULL, model->a.logits, staged.targets, staged.weights,
                          1.0f, n, model->config.vocab_size));
     double sum;
@@ -781,44 +826,17 @@ int herd_model_forward(herd_model *model, const herd_batch *batch, float *loss) 
 
 // ---------------------------------------------------------------- backward
 
-int herd_model_backward(herd_model *model, const herd_batch *batch) {
-  if (!batch || model->fwd_b != batch->b || model->fwd_t != batch->t ||
-      model->fwd_targets != (batch->targets != NULL))
-    return herd_seterr(HERD_ESTATE, "backward: no successful forward of this batch");
-  if (batch->n_scores && !batch->dscores)
-    return herd_seterr(HERD_EINVAL, "backward: n_scores = %d but no dscores", batch->n_scores);
+// The trunk's backward from dxf (N,C), the gradient of the final norm's output: every layer
+// down to the embedding. `batch` is staged.
+static int trunk_backward(herd_model *model, const herd_batch *batch) {
   const herd_backend *be = model->be;
   const herd_model_config *c = &model->config;
   acts *a = &model->a;
   const herd_model_params *p = &model->p;
   const herd_model_params *g = &model->g;
   int B = batch->b, T = batch->t, N = B * T, C = c->dim, L = c->n_layers, H = c->n_heads;
-  int KVH = c->n_kv_heads, D = head_dim(c), KVD = KVH * D, F = c->hidden_dim, V = c->vocab_size;
+  int KVH = c->n_kv_heads, D = head_dim(c), KVD = KVH * D, F = c->hidden_dim;
   size_t NM = (size_t)model->max_batch * model->max_seq;
-  int trunk = model->train[TRUNK];
-  // The tied LM head is the embedding table: a trunk parameter.
-  float *dlm =
-      c->tie_embeddings ? (trunk ? g->embed : NULL) : (model->train[LM_HEAD] ? g->lm_head : NULL);
-  float *dscore = model->train[SCORE] ? g->score : NULL;
-  int lm = batch->targets != NULL, sc = batch->n_scores > 0;
-  if (!lm && !sc) return HERD_OK;
-  herd_batch staged;
-  TRY(stage_batch(model, batch, 0, &staged));
-  batch = &staged;  // from here on, arrays in the backend's memory
-  model->in16_source = NULL;
-
-  // Heads: dxf (N,C).
-  TRY(be->zero(a->dxf, (size_t)N * C * sizeof(float)));
-  if (lm) {
-    TRY(be->weighted_nll(a->losses, a->dlogits, a->logits, batch->targets, batch->weights,
-                         model->fwd_scale, N, V));
-    TRY(linear_back(model, trunk ? a->dxf : NULL, dlm, a->dlogits, a->xf, p->lm_head, N, C, V));
-  }
-  if (sc)
-    TRY(be->scalar_head_backward(trunk ? a->dxf : NULL, dscore, NULL, batch->dscores, a->xf,
-                                 p->score, batch->score_positions, batch->n_scores, C));
-  if (!trunk) return HERD_OK;
-
   const int32_t *pos = batch->positions;
   float *dres = a->dresid;  // (N,C) gradient of the residual stream, walking down the layers
   TRY(be->zero(dres, (size_t)N * C * sizeof(float)));
@@ -868,6 +886,83 @@ int herd_model_backward(herd_model *model, const herd_batch *batch) {
   }
   TRY(be->embedding_backward(g->embed, dres, batch->tokens, N, C));
   return HERD_OK;
+}
+
+// The gradients the heads send into the trunk and their own, for a staged batch. `lm` is how
+// the LM head goes: 0 none, 1 from the full logits of the last forward, 2 in chunks of
+// head_rows rows whose logits are made here (forward_backward; *losses gets the per-token
+// losses). dxf (N,C) is set.
+static int heads_backward(herd_model *model, const herd_batch *batch, int lm, float scale) {
+  const herd_backend *be = model->be;
+  const herd_model_config *c = &model->config;
+  acts *a = &model->a;
+  const herd_model_params *p = &model->p, *g = &model->g;
+  int N = batch->b * batch->t, C = c->dim, V = c->vocab_size;
+  int trunk = model->train[TRUNK];
+  // The tied LM head is the embedding table: a trunk parameter.
+  float *dlm =
+      c->tie_embeddings ? (trunk ? g->embed : NULL) : (model->train[LM_HEAD] ? g->lm_head : NULL);
+  float *dxf = trunk ? a->dxf : NULL;
+  TRY(be->zero(a->dxf, (size_t)N * C * sizeof(float)));
+  if (lm == 1) {
+    TRY(be->weighted_nll(a->losses, a->dlogits, a->logits, batch->targets, batch->weights, scale, N,
+                         V));
+    TRY(linear_back(model, dxf, dlm, a->dlogits, a->xf, p->lm_head, N, C, V));
+  }
+  for (int r0 = 0; lm == 2 && r0 < N; r0 += model->head_rows) {
+    int rows = N - r0 < model->head_rows ? N - r0 : model->head_rows;
+    float *logits = model->head_chunk, *dlogits = logits + (size_t)model->head_rows * V;
+    const float *xf = a->xf + (size_t)r0 * C;
+    TRY(linear(model, logits, xf, p->lm_head, rows, C, V));
+    TRY(be->weighted_nll(a->losses + r0, dlogits, logits, batch->targets + r0, batch->weights + r0,
+                         scale, rows, V));
+    TRY(linear_back(model, dxf ? dxf + (size_t)r0 * C : NULL, dlm, dlogits, xf, p->lm_head, rows, C,
+                    V));
+  }
+  if (batch->n_scores)
+    TRY(be->scalar_head_backward(dxf, model->train[SCORE] ? g->score : NULL, NULL, batch->dscores,
+                                 a->xf, p->score, batch->score_positions, batch->n_scores, C));
+  return HERD_OK;
+}
+
+int herd_model_backward(herd_model *model, const herd_batch *batch) {
+  if (!batch || model->fwd_b != batch->b || model->fwd_t != batch->t ||
+      model->fwd_targets != (batch->targets != NULL))
+    return herd_seterr(HERD_ESTATE, "backward: no successful forward of this batch");
+  if (batch->n_scores && !batch->dscores)
+    return herd_seterr(HERD_EINVAL, "backward: n_scores = %d but no dscores", batch->n_scores);
+  if (!batch->targets && !batch->n_scores) return HERD_OK;
+  herd_batch staged;
+  TRY(stage_batch(model, batch, 0, &staged));  // from here on, arrays in the backend's memory
+  model->in16_source = NULL;
+  TRY(heads_backward(model, &staged, staged.targets ? 1 : 0, model->fwd_scale));
+  return model->train[TRUNK] ? trunk_backward(model, &staged) : HERD_OK;
+}
+
+int herd_model_forward_backward(herd_model *model, const herd_batch *batch, float *loss) {
+  model->fwd_b = 0;
+  TRY(check_batch(model, batch));
+  if (batch->n_scores && !batch->dscores)
+    return herd_seterr(HERD_EINVAL, "forward_backward: n_scores = %d but no dscores",
+                       batch->n_scores);
+  herd_batch staged;
+  TRY(stage_batch(model, batch, 0, &staged));
+  TRY(forward_pass(model, &staged, 0));
+  float result = 0, scale = batch->targets ? loss_scale_of(batch) : 0;
+  if (batch->targets || batch->n_scores)
+    TRY(heads_backward(model, &staged, batch->targets ? 2 : 0, scale));
+  if (batch->targets) {
+    double sum;
+    TRY(model->be->sum(&sum, model->a.losses, batch->b * batch->t));
+    result = (float)(scale * sum);
+  }
+  if (loss) *loss = result;
+  if (!isfinite(result))
+    return herd_seterr(HERD_EINVAL, "step %lld: loss is %s", (long long)model->steps + 1,
+                       isnan(result) ? "nan" : "inf");
+  if (!model->train[TRUNK] || (!batch->targets && !batch->n_scores)) return HERD_OK;
+  model->in16_source = NULL;
+  return trunk_backward(model, &staged);
 }
 
 // ---------------------------------------------------------------- optimizer
@@ -936,8 +1031,9 @@ int herd_model_logprobs(herd_model *model, const herd_batch *batch, float *out) 
   lm.n_scores = 0;  // the scalar head is not needed
   herd_batch staged;
   // log p = -nll: the fused kernel's stable log-softmax with weight -1.
+  TRY(ensure_full_logits(model));
   TRY(stage_batch(model, &lm, 1, &staged));
-  TRY(forward_pass(model, &staged));
+  TRY(forward_pass(model, &staged, 1));
   int n = batch->b * batch->t;
   if (!model->host) {  // computed on the device, then copied to the caller's host array
     TRY(model->be->weighted_nll(model->a.losses, NULL, model->a.logits, staged.targets,

@@ -6,7 +6,7 @@
 //          herd_model_backward, herd_model_zero_grad, herd_model_step, herd_model_step_count,
 //          herd_model_adam_moments, herd_model_set_step_count, herd_model_logprobs,
 //          herd_lr_cosine, herd_model_to, herd_model_on_host, herd_model_set_precision,
-//          herd_model_precision
+//          herd_model_precision, herd_model_forward_backward, herd_model_set_head_rows
 //
 // The Llama 2 transformer (Touvron et al. 2023, section 2.2): pre-normalisation with RMSNorm,
 // SwiGLU MLP, rotary embeddings, grouped-query attention. llm.c style: every parameter lives in
@@ -153,6 +153,16 @@ const float *herd_model_scores(const herd_model *model);
 // loss (if targets) and from dscores (if given).
 int herd_model_backward(herd_model *model, const herd_batch *batch);
 void herd_model_zero_grad(herd_model *model);
+// Forward and backward in one call, for training: the loss and gradients of
+// herd_model_forward then herd_model_backward (dscores must come with the batch), but the LM
+// head runs in chunks of rows (herd_model_set_head_rows) whose logits become gradients at once,
+// so no (B*T, V) logits array is ever made: the model never allocates one unless
+// herd_model_forward or herd_model_logprobs is called. Logits and scores are not readable
+// afterwards. A non-finite loss is an error naming the step; the gradients are then partial.
+int herd_model_forward_backward(herd_model *model, const herd_batch *batch, float *loss);
+// Rows per LM-head chunk of herd_model_forward_backward (default: about 16M logits, 64 MiB,
+// at most max_batch x max_seq); its memory is 2 x rows x vocab floats.
+int herd_model_set_head_rows(herd_model *model, int rows);
 // One AdamW update (step numbers from 1), after global-norm clipping. A non-finite gradient
 // norm stops the step with HERD_EINVAL naming the step; weights and moments stay untouched.
 int herd_model_step(herd_model *model, const herd_adamw *opt, float *grad_norm);

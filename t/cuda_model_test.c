@@ -248,6 +248,26 @@ Test(cuda_model, generation_matches_the_cpu_bf16_cache) {
   check_generation(1);
 }
 
+// The chunked LM head of forward_backward (5-row chunks of 48 rows, the last one short) on the
+// GPU against forward then backward on the CPU (1e-5).
+Test(cuda_model, forward_backward_matches_the_cpu) {
+  require_gpu();
+  herd_model *cpu = model_on(&herd_cpu_backend), *gpu = model_on(herd_cuda_backend());
+  CUDA_OK(herd_model_set_head_rows(gpu, 5));
+  inputs in;
+  herd_batch batch = make_batch(&in);
+  size_t n_params;
+  herd_model_param_buffer(cpu, &n_params);
+  float loss_cpu, loss_gpu;
+  CUDA_OK(herd_model_forward(cpu, &batch, &loss_cpu));
+  CUDA_OK(herd_model_backward(cpu, &batch));
+  CUDA_OK(herd_model_forward_backward(gpu, &batch, &loss_gpu));
+  cr_expect(fabs(loss_gpu - loss_cpu) <= 1e-5 * fabs(loss_cpu), "loss: cpu %.9g, gpu %.9g",
+            (double)loss_cpu, (double)loss_gpu);
+  expect_close(cpu, gpu, HERD_MODEL_GRADS, "gradients", n_params, 1e-5);
+  herd_model_free(cpu), herd_model_free(gpu);
+}
+
 Test(cuda_model, logprobs_and_default_inputs_match_the_cpu) {
   require_gpu();
   herd_model *cpu = model_on(&herd_cpu_backend), *gpu = model_on(herd_cuda_backend());

@@ -1350,6 +1350,119 @@ Test(model, bf16_generation_logits_stay_near_the_forward) {
   herd_model_free(m);
 }
 
+// ---------------------------------------------------------------- forward_backward
+
+// herd_model_forward_backward against herd_model_forward then herd_model_backward: the LM head in
+// chunks of 3 rows (14 rows: 3+3+3+3+2) gives the same loss and gradients up to the order of
+// the f32 sums of dW (1e-6 norm-wise), with a scalar head, tied or untied, the LM head frozen,
+// in f32 and bf16.
+static void check_forward_backward(int tie, int freeze_lm, int bf16) {
+  herd_model_config cfg = tiny_config();
+  cfg.tie_embeddings = tie;
+  herd_model *a, *b;
+  cr_assert_eq(herd_model_new(&a, &cfg, B, 8), HERD_OK);
+  cr_assert_eq(herd_model_new(&b, &cfg, B, 8), HERD_OK);
+  random_params(a, 40 + tie), random_params(b, 40 + tie);
+  herd_model_set_trainable(a, 1, !freeze_lm, 1), herd_model_set_trainable(b, 1, !freeze_lm, 1);
+  if (bf16) {
+    cr_assert_eq(herd_model_set_precision(a, HERD_BF16), HERD_OK);
+    cr_assert_eq(herd_model_set_precision(b, HERD_BF16), HERD_OK);
+  }
+  cr_assert_eq(herd_model_set_head_rows(b, 3), HERD_OK);
+  herd_batch bt = test_batch(cfg.vocab_size);
+  float la, lb;
+  cr_assert_eq(herd_model_forward(a, &bt, &la), HERD_OK);
+  cr_assert_eq(herd_model_backward(a, &bt), HERD_OK);
+  cr_assert_eq(herd_model_forward_backward(b, &bt, &lb), HERD_OK, "%s", herd_errmsg());
+  cr_expect(fabsf(la - lb) <= 1e-6f * fabsf(la), "tie %d freeze %d bf16 %d: loss %.9g vs %.9g", tie,
+            freeze_lm, bf16, (double)la, (double)lb);
+  size_t n = herd_model_param_count(&cfg);
+  const float *ga = herd_model_grad_buffer(a, NULL), *gb = herd_model_grad_buffer(b, NULL);
+  double *want = malloc(n * sizeof *want);
+  for (size_t i = 0; i < n; i++) want[i] = ga[i];
+  double err = gc_rel_error(gb, want, (int64_t)n);
+  cr_expect(err < 1e-6, "tie %d freeze %d bf16 %d: gradients differ by %g", tie, freeze_lm, bf16,
+            err);
+  free(want);
+  herd_model_free(a), herd_model_free(b);
+}
+
+Test(model, forward_backward_equals_forward_then_backward) {
+  check_forward_backward(0, 0, 0);
+  check_forward_backward(1, 0, 0);
+  check_forward_backward(0, 1, 0);
+  check_forward_backward(0, 0, 1);
+}
+
+// Training through forward_backward alone never makes the (N, V) logits: the activation bytes
+// stay those of the chunk; a forward makes them (2 N V floats more).
+Test(model, forward_backward_never_makes_the_full_logits) {
+  herd_model_config cfg = tiny_config();
+  herd_model *m;
+  cr_assert_eq(herd_model_new(&m, &cfg, B, 8), HERD_OK);
+  herd_model_init(m, 44);
+  cr_assert_eq(herd_model_set_head_rows(m, 4), HERD_OK);
+  size_t before = herd_model_activation_bytes(m);
+  herd_batch bt = test_batch(cfg.vocab_size);
+  float loss;
+  for (int step = 0; step < 3; step++) {
+    herd_model_zero_grad(m);
+    cr_assert_eq(herd_model_forward_backward(m, &bt, &loss), HERD_OK);
+    cr_assert_eq(herd_model_step(m, &adam, NULL), HERD_OK);
+  }
+  cr_expect_eq(herd_model_activation_bytes(m), before);
+  float one;
+  cr_expect_eq(herd_model_read(m, HERD_MODEL_LOGITS, &one, 1), HERD_EINVAL, "no logits kept");
+  cr_expect_eq(herd_model_backward(m, &bt), HERD_ESTATE, "no forward to go back through");
+  cr_assert_eq(herd_model_forward(m, &bt, NULL), HERD_OK);
+  size_t full = 2 * (size_t)B * 8 * cfg.vocab_size * sizeof(float);
+  cr_expect_eq(herd_model_activation_bytes(m), before + full);
+  cr_expect_eq(herd_model_set_head_rows(m, 0), HERD_EINVAL);
+  cr_expect_eq(herd_model_set_head_rows(m, B * 8 + 1), HERD_EINVAL);
+  herd_model_free(m);
+}
+
+Test(model, forward_backward_on_a_staged_backend_gives_the_cpu_bits) {
+  herd_model_config cfg = tiny_config();
+  herd_backend staged = staged_backend();
+  herd_model *cpu, *dev;
+  cr_assert_eq(herd_model_new(&cpu, &cfg, B, 8), HERD_OK);
+  cr_assert_eq(herd_model_new_on(&dev, &cfg, B, 8, &staged), HERD_OK);
+  herd_model_init(cpu, 45), herd_model_init(dev, 45);
+  cr_assert_eq(herd_model_set_head_rows(cpu, 5), HERD_OK);
+  cr_assert_eq(herd_model_set_head_rows(dev, 5), HERD_OK);
+  herd_batch bt = test_batch(cfg.vocab_size);
+  for (int step = 0; step < 2; step++) {
+    float a, b;
+    herd_model_zero_grad(cpu), herd_model_zero_grad(dev);
+    cr_assert_eq(herd_model_forward_backward(cpu, &bt, &a), HERD_OK);
+    cr_assert_eq(herd_model_forward_backward(dev, &bt, &b), HERD_OK, "%s", herd_errmsg());
+    cr_expect_eq(a, b, "step %d", step);
+    cr_assert_eq(herd_model_step(cpu, &adam, NULL), HERD_OK);
+    cr_assert_eq(herd_model_step(dev, &adam, NULL), HERD_OK);
+  }
+  expect_same_buffers(cpu, dev, "forward_backward on the staged backend");
+  herd_model_free(cpu), herd_model_free(dev);
+}
+
+Test(model, forward_backward_names_a_nan_loss_and_missing_dscores) {
+  herd_model_config cfg = tiny_config();
+  herd_model *m;
+  cr_assert_eq(herd_model_new(&m, &cfg, B, 8), HERD_OK);
+  herd_model_init(m, 46);
+  herd_batch bt = test_batch(cfg.vocab_size);
+  bt.dscores = NULL;
+  cr_expect_eq(herd_model_forward_backward(m, &bt, NULL), HERD_EINVAL);
+  cr_expect(strstr(herd_errmsg(), "n_scores = 3 but no dscores"), "%s", herd_errmsg());
+  bt = test_batch(cfg.vocab_size);
+  herd_model_param_buffer(m, NULL)[0] = NAN;  // embed[0][0]: token 0's row
+  tokens[0] = 0;
+  float loss;
+  cr_expect_eq(herd_model_forward_backward(m, &bt, &loss), HERD_EINVAL);
+  cr_expect(strstr(herd_errmsg(), "step 1: loss is nan"), "%s", herd_errmsg());
+  herd_model_free(m);
+}
+
 // ---------------------------------------------------------------- errors
 
 static void expect_config_error(herd_model_config cfg, const char *field) {

@@ -128,9 +128,13 @@ function M.batch(fields)
 end
 
 local c_forward, c_backward, c_logprobs = methods.forward, methods.backward, methods.logprobs
+local c_forward_backward = methods.forward_backward
 
 function methods:forward(batch) return c_forward(self, M.batch(batch)) end
 function methods:backward(batch) return c_backward(self, M.batch(batch)) end
+-- Forward and backward at once (gradients accumulate): the LM head runs in chunks of rows, so
+-- training never holds the (B*T, vocab) logits. Returns the loss; logits are not kept.
+function methods:forward_backward(batch) return c_forward_backward(self, M.batch(batch)) end
 function methods:logprobs(batch) return c_logprobs(self, M.batch(batch)) end
 
 -- The logits of the last forward as a (B,T,V) tensor.
@@ -145,12 +149,10 @@ function methods:scores(batch)
   return self:_scores(n)
 end
 
--- One training step: zero_grad, forward, backward, AdamW update. Returns loss, grad norm.
+-- One training step: zero_grad, forward_backward, AdamW update. Returns loss, grad norm.
 function methods:step(batch, opt)
-  local prepared = M.batch(batch)
   self:zero_grad()
-  local loss = c_forward(self, prepared)
-  c_backward(self, prepared)
+  local loss = c_forward_backward(self, M.batch(batch))
   local grad_norm = self:update(opt)
   return loss, grad_norm
 end

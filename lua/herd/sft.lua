@@ -126,8 +126,7 @@ function M.train(model, tok, dialogs, opts)
       local loss = 0
       for _, b in ipairs(micro_batches) do
         b.loss_scale = 1 / math.max(trained, 1)
-        loss = loss + model:forward(b)
-        model:backward(b)
+        loss = loss + model:forward_backward(b)
       end
       local grad_norm = model:update(optimizer)
       if loss ~= loss then

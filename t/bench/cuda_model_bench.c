@@ -174,8 +174,7 @@ int main(int argc, char **argv) {
       start = bench_now();
     }
     herd_model_zero_grad(model);
-    if (herd_model_forward(model, &b, &loss) || herd_model_backward(model, &b) ||
-        herd_model_step(model, &opt, &grad_norm))
+    if (herd_model_forward_backward(model, &b, &loss) || herd_model_step(model, &opt, &grad_norm))
       die("training step");
     if (step == -1) first_loss = loss;
   }

@@ -170,6 +170,18 @@ t.test("devices: a model says where it is; unknown and missing devices are named
   t.eq(m:forward(batch), herd.model.new(config, { batch = 2, seed = 1 }):forward(batch))
 end)
 
+t.test("forward_backward: the loss and gradients of forward then backward", function()
+  local a = herd.model.new(config, { batch = 2, seed = 13 })
+  local b = herd.model.new(config, { batch = 2, seed = 13 })
+  local la = a:forward(batch)
+  a:backward(batch)
+  local lb = b:forward_backward(batch)
+  t.near(lb, la, 1e-6 * la)
+  local opt = { lr = 1e-3 }
+  t.near(b:update(opt), a:update(opt), 1e-5, "the same gradient norm")
+  t.near(b:forward(batch), a:forward(batch), 1e-5, "the same step")
+end)
+
 t.test("precision: bf16 matmuls train, stay near f32, and are named", function()
   local a = herd.model.new(config, { batch = 2, seed = 12 })
   local b = herd.model.new(config, { batch = 2, seed = 12, precision = "bf16" })
