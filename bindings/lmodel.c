@@ -325,12 +325,13 @@ static herd_batch check_batch(lua_State *L, int table) {
 
 // ---------------------------------------------------------------- training
 
-// m:forward(batch) -> loss (nil without targets)
-static int model_forward(lua_State *L) {
+// Runs `pass` (herd_model_forward or herd_model_forward_backward) over the batch at index 2 and
+// pushes its loss (nil without targets).
+static int push_loss_of(lua_State *L, int (*pass)(herd_model *, const herd_batch *, float *)) {
   model_box *box = check_model(L);
   herd_batch batch = check_batch(L, 2);
   float loss = 0;
-  HERD_LUA_CHECK(L, herd_model_forward(box->model, &batch, &loss));
+  HERD_LUA_CHECK(L, pass(box->model, &batch, &loss));
   if (batch.targets)
     lua_pushnumber(L, loss);
   else
@@ -338,17 +339,14 @@ static int model_forward(lua_State *L) {
   return 1;
 }
 
-// m:forward_backward(batch) -> loss (nil without targets): herd_model_forward_backward
+// m:forward(batch) -> loss (nil without targets)
+static int model_forward(lua_State *L) {
+  return push_loss_of(L, herd_model_forward);
+}
+
+// m:forward_backward(batch) -> loss: herd_model_forward_backward (gradients accumulate)
 static int model_forward_backward(lua_State *L) {
-  model_box *box = check_model(L);
-  herd_batch batch = check_batch(L, 2);
-  float loss = 0;
-  HERD_LUA_CHECK(L, herd_model_forward_backward(box->model, &batch, &loss));
-  if (batch.targets)
-    lua_pushnumber(L, loss);
-  else
-    lua_pushnil(L);
-  return 1;
+  return push_loss_of(L, herd_model_forward_backward);
 }
 
 static int model_backward(lua_State *L) {
