@@ -49,18 +49,19 @@ typedef struct kv_context {
   void *k_cache, *v_cache;  // (L, n_seqs, max_len, KVH*D) of cache_dtype
   // backend scratch for up to max_rows rows
   float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up, *rstd, *logits_in, *logits;
-  uint16_t *in16;                      // a matmul input rounded to bf16 (bf16 precision)
-  int32_t *tokens, *seqs, *positions;  // the rows' inputs, staged
-  int32_t *out_rows;
+  uint16_t *in16;        // a matmul input rounded to bf16 (bf16 precision)
+  int32_t *inputs;       // off the host: the rows' tokens, sequences, positions and the rows
+                         // whose logits are wanted, copied in at once (4 max_rows)
+  int32_t *host_inputs;  // host memory: where they are gathered for that copy
 } kv_context;
 
 static void context_free(kv_context *ctx) {
-  void *buffers[] = {ctx->k_cache, ctx->v_cache, ctx->x,         ctx->xn,      ctx->q,
-                     ctx->k,       ctx->v,       ctx->att,       ctx->tmp,     ctx->gate,
-                     ctx->up,      ctx->rstd,    ctx->logits_in, ctx->logits,  ctx->in16,
-                     ctx->tokens,  ctx->seqs,    ctx->positions, ctx->out_rows};
+  void *buffers[] = {ctx->k_cache,   ctx->v_cache, ctx->x,    ctx->xn,    ctx->q,  ctx->k,
+                     ctx->v,         ctx->att,     ctx->tmp,  ctx->gate,  ctx->up, ctx->rstd,
+                     ctx->logits_in, ctx->logits,  ctx->in16, ctx->inputs};
   for (size_t i = 0; ctx->be && i < sizeof buffers / sizeof *buffers; i++)
     if (buffers[i]) ctx->be->release(buffers[i]);
+  free(ctx->host_inputs);
   memset(ctx, 0, sizeof *ctx);
 }
 
@@ -100,10 +101,7 @@ static int context_init(kv_context *ctx, herd_model *model, int n_seqs, int max_
                  {(void **)&ctx->logits_in, r * c->dim * f},
                  {(void **)&ctx->logits, r * c->vocab_size * f},
                  {(void **)&ctx->in16, ctx->params16 ? r * widest * sizeof(uint16_t) : 0},
-                 {(void **)&ctx->tokens, r * i32},
-                 {(void **)&ctx->seqs, r * i32},
-                 {(void **)&ctx->positions, r * i32},
-                 {(void **)&ctx->out_rows, r * i32}};
+                 {(void **)&ctx->inputs, ctx->host ? 0 : 4 * r * i32}};
   size_t total = 0;
   for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++) {
     total += buffers[i].bytes;
@@ -115,6 +113,10 @@ static int context_init(kv_context *ctx, herd_model *model, int n_seqs, int max_
                          n_seqs, max_len, herd_dtype_name(ctx->cache_dtype), max_rows,
                          herd_model_device(model), total);
     }
+  }
+  if (!ctx->host && !(ctx->host_inputs = malloc(4 * r * i32))) {
+    context_free(ctx);
+    return herd_seterr(HERD_ENOMEM, "generate: out of host memory for %d rows", max_rows);
   }
   return HERD_OK;
 }
@@ -146,14 +148,24 @@ static int linear(kv_context *ctx, float *out, const float *inp, const float *we
                                       c, oc);
 }
 
-// `host` (n int32) where the backend reads it: itself on the host, else copied into `slot`.
-static int stage(kv_context *ctx, const int32_t **placed, const int *host, int32_t *slot, int n) {
-  if (ctx->host) {
-    *placed = (const int32_t *)host;
-    return HERD_OK;
+// The rows' inputs where the backend reads them: *d = {tokens, seqs, pos, out_rows}, the
+// arrays themselves on the host, else one copy of all four (one wait for the device a pass).
+static int stage_rows(kv_context *ctx, const int32_t *d[4], const int32_t *tokens, const int *seqs,
+                      const int *pos, int rows, const int *out_rows, int n_out) {
+  const int32_t *host[4] = {tokens, (const int32_t *)seqs, (const int32_t *)pos,
+                            (const int32_t *)out_rows};
+  const int counts[4] = {rows, rows, rows, n_out};
+  size_t at = 0;
+  for (int i = 0; i < 4; i++) {
+    if (ctx->host) {
+      d[i] = host[i];
+      continue;
+    }
+    if (counts[i]) memcpy(ctx->host_inputs + at, host[i], (size_t)counts[i] * sizeof(int32_t));
+    d[i] = ctx->inputs + at;
+    at += (size_t)counts[i];
   }
-  *placed = slot;
-  return ctx->be->upload(slot, host, (size_t)n * sizeof(int32_t));
+  return ctx->host ? HERD_OK : ctx->be->upload(ctx->inputs, ctx->host_inputs, at * sizeof(int32_t));
 }
 
 // One layer over the rows: attention through the cache, then the MLP, in place on ctx->x.
@@ -192,15 +204,12 @@ static int forward_rows(kv_context *ctx, int rows, const int32_t *tokens, const 
   const herd_backend *be = ctx->be;
   const herd_model_config *c = &ctx->cfg;
   const int C = c->dim, V = c->vocab_size;
-  const int32_t *d_tokens, *d_seqs, *d_pos, *d_out;
-  TRY(stage(ctx, &d_tokens, (const int *)tokens, ctx->tokens, rows));
-  TRY(stage(ctx, &d_seqs, seqs, ctx->seqs, rows));
-  TRY(stage(ctx, &d_pos, pos, ctx->positions, rows));
-  TRY(be->embedding_forward(ctx->x, d_tokens, ctx->p.embed, rows, V, C));  // checked already
-  for (int l = 0; l < c->n_layers; l++) TRY(layer_rows(ctx, l, rows, d_seqs, d_pos));
+  const int32_t *d[4];  // tokens, seqs, pos, out_rows
+  TRY(stage_rows(ctx, d, tokens, seqs, pos, rows, out_rows, n_out > 0 ? n_out : 0));
+  TRY(be->embedding_forward(ctx->x, d[0], ctx->p.embed, rows, V, C));  // checked already
+  for (int l = 0; l < c->n_layers; l++) TRY(layer_rows(ctx, l, rows, d[1], d[2]));
   if (n_out <= 0) return HERD_OK;
-  TRY(stage(ctx, &d_out, out_rows, ctx->out_rows, n_out));
-  TRY(be->gather_rows(ctx->logits_in, ctx->x, d_out, n_out, C));
+  TRY(be->gather_rows(ctx->logits_in, ctx->x, d[3], n_out, C));
   TRY(be->rmsnorm_forward(ctx->xn, ctx->rstd, ctx->logits_in, ctx->p.final_norm, n_out, C,
                           c->norm_eps));
   if (ctx->host) return linear(ctx, logits, ctx->xn, ctx->lm_head, n_out, C, V);
