@@ -10,9 +10,10 @@
 // y(n) = exp(x(n) - shift) for x - shift <= 0, vectorised: x - shift is clamped to [-87.3, 0]
 // (exp(-87.3) ~ FLT_MIN; a rounding excess over 0 gives at most 1), then split into
 // n ln2 + r, |r| <= ln2/2, and exp(r) comes from Cephes' expf polynomial (error <= 1.4 ulp).
-// NaN stays NaN. The same arithmetic on every x86-64, unlike libm's expf variants.
-static inline void herd_exp_shifted(float *restrict y, const float *restrict x, float shift,
-                                    int n) {
+// NaN stays NaN. The same arithmetic on every x86-64, unlike libm's expf variants. y may be x
+// (in place: the fused NLL turns logits into their gradients); `omp simd` vectorises the loops
+// without the no-alias promise of restrict.
+static inline void herd_exp_shifted(float *y, const float *x, float shift, int n) {
 #pragma omp simd
   for (int i = 0; i < n; i++) {  // the clamp on its own: fused, gcc would not vectorise it
     float z = x[i] - shift;
