@@ -6,7 +6,8 @@
 // the backward 5 (2.5x the forward). Without a GPU it says so and exits 0 (1 under
 // HERD_EXPECT_GPU=1).
 //
-//   t/bench/cuda_attention_bench [--json]
+//   t/bench/cuda_attention_bench [--shape 124m|1b|7b|tiny] [--json]
+//   (default: 124m, 1b and 7b; tiny is for checking the program in t/cuda_emu/run bench)
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@ static const shape SHAPES[] = {
     {"124m", 16, 1024, 12, 12, 64},
     {"1b", 8, 1024, 32, 4, 64},
     {"7b", 1, 4096, 32, 32, 128},
+    {"tiny", 2, 64, 4, 2, 16},
 };
 enum { N_SHAPES = sizeof SHAPES / sizeof *SHAPES };
 
@@ -69,18 +71,34 @@ static double time_attention(const shape *s, int backward, float *bufs[9]) {
   return elapsed / reps;
 }
 
+static void usage(void) {
+  fprintf(stderr, "usage: cuda_attention_bench [--shape 124m|1b|7b|tiny] [--json]\n");
+  exit(2);
+}
+
 int main(int argc, char **argv) {
-  int json = argc > 1 && strcmp(argv[1], "--json") == 0;
-  if (argc > 2 || (argc == 2 && !json)) {
-    fprintf(stderr, "usage: cuda_attention_bench [--json]\n");
-    return 2;
+  int json = 0;
+  const char *only = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--json") == 0)
+      json = 1;
+    else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc)
+      only = argv[++i];
+    else
+      usage();
   }
+  int found = !only;
+  for (int i = 0; only && i < N_SHAPES; i++) found |= strcmp(SHAPES[i].name, only) == 0;
+  if (!found) usage();
   int no_gpu = bench_without_gpu("cuda_attention_bench");
   if (no_gpu >= 0) return no_gpu;
   printf("herd cuda_attention_bench: causal attention, f32, no segments\n");
-  if (json) printf("{\"impl\": \"herd\", \"shapes\": {");
+  char line[1024];  // the JSON line, printed last
+  int used = snprintf(line, sizeof line, "{\"impl\": \"herd\", \"shapes\": {");
+  int printed = 0;
   for (int i = 0; i < N_SHAPES; i++) {
     const shape *s = &SHAPES[i];
+    if (only ? strcmp(s->name, only) != 0 : strcmp(s->name, "tiny") == 0) continue;
     size_t nq = (size_t)s->b * s->t * s->h * s->d, nkv = (size_t)s->b * s->t * s->kvh * s->d;
     size_t sizes[9] = {nq, nkv, nkv, nq, (size_t)s->b * s->h * s->t, nq, nkv, nkv, nq};
     float *bufs[9];
@@ -92,11 +110,11 @@ int main(int argc, char **argv) {
         "%-5s B %d T %d H %d KVH %d D %d: forward %.3f ms (%.1f TFLOP/s), forward+backward %.3f "
         "ms (%.1f TFLOP/s)\n",
         s->name, s->b, s->t, s->h, s->kvh, s->d, forward * 1e3, tf_forward, both * 1e3, tf_both);
-    if (json)
-      printf("%s\"%s\": {\"forward_ms\": %.4f, \"forward_backward_ms\": %.4f}", i ? ", " : "",
-             s->name, forward * 1e3, both * 1e3);
+    used += snprintf(line + used, sizeof line - (size_t)used,
+                     "%s\"%s\": {\"forward_ms\": %.4f, \"forward_backward_ms\": %.4f}",
+                     printed++ ? ", " : "", s->name, forward * 1e3, both * 1e3);
     for (int j = 0; j < 9; j++) herd_cuda_free(bufs[j]);
   }
-  if (json) printf("}}\n");
+  if (json) printf("%s}}\n", line);
   return 0;
 }
