@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "bf16.cuh"
 #include "cuda.h"
 #include "cuda_decode.h"
 #include "cuda_internal.h"
@@ -14,25 +15,17 @@ constexpr int THREADS = 256;     // kv_store and gather_rows: threads per row
 constexpr int DECODE_WARPS = 4;  // cached_attention: warps per (row, head)
 constexpr int PER_LANE = HERD_CUDA_DECODE_MAX_HEAD_DIM / 32;  // head values per lane
 
-// f32 -> bf16 bits as herd_f32_to_bf16: round to nearest even, NaN kept quiet.
-__device__ uint16_t to_bf16(float value) {
-  uint32_t bits = __float_as_uint(value);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x0040u);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return (uint16_t)(bits >> 16);
-}
-
 __device__ void store(float *cache, int64_t i, float value) {
   cache[i] = value;
 }
 __device__ void store(uint16_t *cache, int64_t i, float value) {
-  cache[i] = to_bf16(value);
+  cache[i] = herd_device_bf16_from_f32(value);
 }
 __device__ float load(const float *cache, int64_t i) {
   return cache[i];
 }
 __device__ float load(const uint16_t *cache, int64_t i) {
-  return __uint_as_float((uint32_t)cache[i] << 16);
+  return herd_device_f32_from_bf16(cache[i]);
 }
 
 // One block per row: k and v (rows, kv_dim) into the caches at (seqs[r], pos[r]).

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstdio>
 
+#include "bf16.cuh"
 #include "cuda.h"
 #include "cuda_internal.h"
 #include "cuda_ops.h"
@@ -265,29 +266,19 @@ __global__ void add_bias_kernel(float *out, const float *bias, int64_t n, int oc
   GRID_STRIDE(i, n) out[i] += bias[i % oc];
 }
 
-// herd_f32_to_bf16: the top half of the f32, rounded by adding 0x7fff plus the lowest kept bit
-// (ties to even); a NaN keeps its top bits and is made quiet.
-__device__ uint16_t bf16_from_f32(float value) {
-  uint32_t bits = __float_as_uint(value);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x0040u);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return (uint16_t)(bits >> 16);
-}
-
-__device__ float f32_from_bf16(uint16_t bits) {
-  return __uint_as_float((uint32_t)bits << 16);
-}
-
 __global__ void f32_to_bf16_kernel(uint16_t *out, const float *in, int64_t n) {
-  GRID_STRIDE(i, n) out[i] = bf16_from_f32(in[i]);
+  GRID_STRIDE(i, n) out[i] = herd_device_bf16_from_f32(in[i]);
 }
 
 __global__ void bf16_to_f32_kernel(float *out, const uint16_t *in, int64_t n) {
-  GRID_STRIDE(i, n) out[i] = f32_from_bf16(in[i]);
+  GRID_STRIDE(i, n) out[i] = herd_device_f32_from_bf16(in[i]);
 }
 
 __global__ void scale_bf16_matrix_kernel(uint16_t *c, int64_t n, float beta) {
-  GRID_STRIDE(i, n) c[i] = beta == 0 ? (uint16_t)0 : bf16_from_f32(beta * f32_from_bf16(c[i]));
+  GRID_STRIDE(i, n) {
+    float scaled = beta * herd_device_f32_from_bf16(c[i]);
+    c[i] = beta == 0 ? (uint16_t)0 : herd_device_bf16_from_f32(scaled);
+  }
 }
 
 // Launches an element-wise kernel over n elements (nothing for n <= 0).
